@@ -1,0 +1,628 @@
+//! Every cryptographic operation of the vault, and the only module that imports
+//! `age` or `ring`. The rest of the crate sees `wrap`/`unwrap`, `seal`/`open`,
+//! keyed MACs and random values.
+//!
+//! # The envelope
+//! A random 256-bit *vault key* is stored only wrapped: as an age file encrypted to
+//! the vault's X25519 recipients, and/or as an age file encrypted to a passphrase
+//! (scrypt). Every other key is derived from the vault key with HKDF-SHA256 under
+//! its own label, salted with the vault id.
+//!
+//! # Values
+//! Each version of a value is sealed with AES-256-GCM under a key derived for that
+//! exact (vault id, name, version). The associated data binds the same triple, so a
+//! ciphertext copied onto another row, secret or vault does not open.
+//!
+//! # Why nonces cannot repeat
+//! GCM breaks if one key ever seals two messages under one nonce. Here every
+//! (name, version) pair is written once: versions only count up and are never reused,
+//! so each derived key seals one plaintext in the normal course. The one way a
+//! (name, version) key can seal twice is a lost compare-and-set race (two writers
+//! both seal version N; one commit wins, the loser's ciphertext is discarded). To
+//! cover that and any future path we did not foresee, the 96-bit nonce is also
+//! drawn fresh from the system RNG for every seal: a repeat would need two random
+//! 96-bit nonces to collide under one per-version key, which for the handful of
+//! seals a key ever sees is a chance of about 2^-96. `rekey` derives from a new
+//! vault key, so its seals are under different keys altogether.
+
+use std::fmt;
+use std::io::{Read, Write};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{aead, hkdf, hmac};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+/// Errors carry no detail that could serve as an oracle, and never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("no identity matches its recipients")]
+    NoMatchingIdentity,
+    #[error("the passphrase is wrong")]
+    WrongPassphrase,
+    #[error("the wrapped vault key is malformed")]
+    MalformedWrappedKey,
+    #[error("decryption failed")]
+    DecryptionFailed,
+    #[error("invalid age recipient {0:?}: expected an X25519 recipient (age1...)")]
+    InvalidRecipient(String),
+    #[error("{0}")]
+    InvalidIdentity(String),
+    #[error("the system random number generator failed")]
+    Rng,
+    #[error("key derivation failed")]
+    KeyDerivation,
+    #[error("age: {0}")]
+    Age(String),
+}
+
+const KEY_LEN: usize = 32;
+/// Length of the random vault id.
+pub const VAULT_ID_LEN: usize = 16;
+const NONCE_LEN: usize = aead::NONCE_LEN;
+
+fn rng() -> SystemRandom {
+    SystemRandom::new()
+}
+
+/// Fills a fresh array from the system RNG.
+pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut out = [0u8; N];
+    rng().fill(&mut out).map_err(|_| CryptoError::Rng)?;
+    Ok(out)
+}
+
+/// Lowercase hex of bytes (for ids and MACs, never for key material).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+/// Parses lowercase or uppercase hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The vault key. Zeroized on drop; no `Debug` that could show it.
+pub struct VaultKey {
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VaultKey([redacted])")
+    }
+}
+
+/// The associated data of a sealed value: which vault, secret and version it belongs to.
+pub struct ValueSlot<'a> {
+    pub vault_id: &'a [u8],
+    pub name: &'a str,
+    pub version: u64,
+}
+
+impl ValueSlot<'_> {
+    fn encode(&self, label: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.name.len());
+        out.extend_from_slice(label);
+        out.extend_from_slice(&(self.vault_id.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.vault_id);
+        out.extend_from_slice(&(self.name.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out
+    }
+}
+
+/// A sealed value as stored: a nonce and the AES-256-GCM ciphertext with its tag.
+pub struct Sealed {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// An HMAC-SHA256 key derived from the vault key for one purpose.
+pub struct MacKey(hmac::Key);
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MacKey([redacted])")
+    }
+}
+
+impl MacKey {
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.0, data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Constant-time check of a tag over `data`.
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.0, data, tag).is_ok()
+    }
+}
+
+const LABEL_VALUE: &[u8] = b"secret/v1/value";
+const LABEL_AAD: &[u8] = b"secret/v1/aad";
+const LABEL_KEY_CHECK: &[u8] = b"secret/v1/key-check";
+const LABEL_AUDIT_MAC: &[u8] = b"secret/v1/audit-mac";
+const LABEL_FINGERPRINT: &[u8] = b"secret/v1/fingerprint";
+
+impl VaultKey {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        rng().fill(bytes.as_mut()).map_err(|_| CryptoError::Rng)?;
+        Ok(Self { bytes })
+    }
+
+    fn from_slice(raw: &[u8]) -> Result<Self, CryptoError> {
+        if raw.len() != KEY_LEN {
+            return Err(CryptoError::MalformedWrappedKey);
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        bytes.copy_from_slice(raw);
+        Ok(Self { bytes })
+    }
+
+    fn prk(&self, vault_id: &[u8]) -> hkdf::Prk {
+        hkdf::Salt::new(hkdf::HKDF_SHA256, vault_id).extract(self.bytes.as_ref())
+    }
+
+    fn mac_key(&self, vault_id: &[u8], label: &[u8]) -> Result<MacKey, CryptoError> {
+        let info = [label];
+        let prk = self.prk(vault_id);
+        let okm = prk
+            .expand(&info, hmac::HMAC_SHA256)
+            .map_err(|_| CryptoError::KeyDerivation)?;
+        Ok(MacKey(hmac::Key::from(okm)))
+    }
+
+    /// A tag that proves an unwrapped key is this vault's key (stored at init).
+    pub fn key_check(&self, vault_id: &[u8]) -> Result<[u8; 32], CryptoError> {
+        Ok(self.mac_key(vault_id, LABEL_KEY_CHECK)?.sign(vault_id))
+    }
+
+    /// Constant-time comparison against the stored key check.
+    pub fn matches_check(&self, vault_id: &[u8], stored: &[u8]) -> Result<bool, CryptoError> {
+        Ok(self
+            .mac_key(vault_id, LABEL_KEY_CHECK)?
+            .verify(vault_id, stored))
+    }
+
+    /// The key that chains audit entries.
+    pub fn audit_key(&self, vault_id: &[u8]) -> Result<MacKey, CryptoError> {
+        self.mac_key(vault_id, LABEL_AUDIT_MAC)
+    }
+
+    /// The key for value fingerprints in the audit log.
+    pub fn fingerprint_key(&self, vault_id: &[u8]) -> Result<MacKey, CryptoError> {
+        self.mac_key(vault_id, LABEL_FINGERPRINT)
+    }
+
+    fn value_key(&self, slot: &ValueSlot<'_>) -> Result<aead::LessSafeKey, CryptoError> {
+        let info = slot.encode(LABEL_VALUE);
+        let parts = [info.as_slice()];
+        let prk = self.prk(slot.vault_id);
+        let okm = prk
+            .expand(&parts, &aead::AES_256_GCM)
+            .map_err(|_| CryptoError::KeyDerivation)?;
+        Ok(aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+    }
+
+    /// Seals one version of a value.
+    pub fn seal(&self, slot: &ValueSlot<'_>, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
+        let key = self.value_key(slot)?;
+        let nonce_bytes: [u8; NONCE_LEN] = random_array()?;
+        let nonce = aead::Nonce::assume_unique_for_key(nonce_bytes);
+        let mut buffer = plaintext.to_vec();
+        key.seal_in_place_append_tag(nonce, aead::Aad::from(slot.encode(LABEL_AAD)), &mut buffer)
+            .map_err(|_| CryptoError::DecryptionFailed)?;
+        Ok(Sealed {
+            nonce: nonce_bytes.to_vec(),
+            ciphertext: buffer,
+        })
+    }
+
+    /// Opens one version of a value. Any change to the nonce, the ciphertext or the
+    /// slot it is opened for fails with `DecryptionFailed`.
+    pub fn open(
+        &self,
+        slot: &ValueSlot<'_>,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let key = self.value_key(slot)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| CryptoError::DecryptionFailed)?;
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let len = key
+            .open_in_place(
+                nonce,
+                aead::Aad::from(slot.encode(LABEL_AAD)),
+                buffer.as_mut_slice(),
+            )
+            .map_err(|_| CryptoError::DecryptionFailed)?
+            .len();
+        buffer.truncate(len);
+        Ok(buffer)
+    }
+
+    /// Wraps the key to a set of X25519 recipients as one age file.
+    pub fn wrap_to_recipients(&self, recipients: &[String]) -> Result<Vec<u8>, CryptoError> {
+        let parsed = recipients
+            .iter()
+            .map(|r| parse_recipient(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let encryptor =
+            age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| CryptoError::Age(e.to_string()))?;
+        self.write_age(encryptor)
+    }
+
+    /// Wraps the key to a passphrase (scrypt). `log_n` overrides age's calibrated work factor.
+    pub fn wrap_to_passphrase(
+        &self,
+        passphrase: &SecretString,
+        log_n: Option<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
+        if let Some(n) = log_n.filter(|n| (1..64).contains(n)) {
+            recipient.set_work_factor(n);
+        }
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as _))
+            .map_err(|e| CryptoError::Age(e.to_string()))?;
+        self.write_age(encryptor)
+    }
+
+    fn write_age(&self, encryptor: age::Encryptor) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::new();
+        let mut writer = encryptor
+            .wrap_output(&mut out)
+            .map_err(|e| CryptoError::Age(e.to_string()))?;
+        writer
+            .write_all(self.bytes.as_ref())
+            .map_err(|e| CryptoError::Age(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| CryptoError::Age(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Unwraps with any of the given identities.
+    pub fn unwrap_with_identities(
+        wrapped: &[u8],
+        identities: &Identities,
+    ) -> Result<Self, CryptoError> {
+        let decryptor =
+            age::Decryptor::new_buffered(wrapped).map_err(|_| CryptoError::MalformedWrappedKey)?;
+        if decryptor.is_scrypt() {
+            return Err(CryptoError::MalformedWrappedKey);
+        }
+        let reader = decryptor
+            .decrypt(
+                identities
+                    .0
+                    .iter()
+                    .map(|i| i.as_ref() as &dyn age::Identity),
+            )
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => CryptoError::NoMatchingIdentity,
+                _ => CryptoError::MalformedWrappedKey,
+            })?;
+        Self::read_key(reader)
+    }
+
+    /// Unwraps with a passphrase.
+    pub fn unwrap_with_passphrase(
+        wrapped: &[u8],
+        passphrase: &SecretString,
+    ) -> Result<Self, CryptoError> {
+        let decryptor =
+            age::Decryptor::new_buffered(wrapped).map_err(|_| CryptoError::MalformedWrappedKey)?;
+        if !decryptor.is_scrypt() {
+            return Err(CryptoError::MalformedWrappedKey);
+        }
+        let mut identity = age::scrypt::Identity::new(passphrase.clone());
+        identity.set_max_work_factor(30);
+        let reader = decryptor
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys => {
+                    CryptoError::WrongPassphrase
+                }
+                _ => CryptoError::MalformedWrappedKey,
+            })?;
+        Self::read_key(reader)
+    }
+
+    fn read_key(mut reader: impl Read) -> Result<Self, CryptoError> {
+        let mut raw = Zeroizing::new(Vec::with_capacity(KEY_LEN));
+        reader
+            .by_ref()
+            .take(KEY_LEN as u64 + 1)
+            .read_to_end(&mut raw)
+            .map_err(|_| CryptoError::MalformedWrappedKey)?;
+        Self::from_slice(&raw)
+    }
+}
+
+fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, CryptoError> {
+    text.trim()
+        .parse::<age::x25519::Recipient>()
+        .map_err(|_| CryptoError::InvalidRecipient(text.to_string()))
+}
+
+/// Checks that a string is an age X25519 recipient, returning its canonical form.
+pub fn canonical_recipient(text: &str) -> Result<String, CryptoError> {
+    parse_recipient(text).map(|r| r.to_string())
+}
+
+/// Identities parsed from an age identity file (or the `SECRET_IDENTITY` text).
+pub struct Identities(Vec<Box<dyn age::Identity>>, Vec<String>);
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identities({} identities, [redacted])", self.0.len())
+    }
+}
+
+impl Identities {
+    /// Parses the text of a standard age identity file (comments allowed).
+    pub fn parse(text: &SecretString) -> Result<Self, CryptoError> {
+        let file = age::IdentityFile::from_buffer(text.expose_secret().as_bytes())
+            .map_err(|e| CryptoError::InvalidIdentity(e.to_string()))?;
+        let recipients = file
+            .to_recipients()
+            .map_err(|e| CryptoError::InvalidIdentity(e.to_string()))?;
+        // `to_recipients` hides the concrete type; recover the public strings from the
+        // lines, which is how every X25519 identity maps to its recipient.
+        let mut publics = Vec::new();
+        for line in text.expose_secret().lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Ok(identity) = line.parse::<age::x25519::Identity>() {
+                publics.push(identity.to_public().to_string());
+            }
+        }
+        let identities = file
+            .into_identities()
+            .map_err(|e| CryptoError::InvalidIdentity(e.to_string()))?;
+        if identities.is_empty() || recipients.is_empty() {
+            return Err(CryptoError::InvalidIdentity(
+                "the identity file holds no identity".into(),
+            ));
+        }
+        Ok(Self(identities, publics))
+    }
+
+    /// The public recipients of these identities.
+    pub fn recipients(&self) -> &[String] {
+        &self.1
+    }
+}
+
+/// A newly generated X25519 identity, as the text of an age identity file.
+pub struct GeneratedIdentity {
+    pub file_text: SecretString,
+    pub recipient: String,
+}
+
+impl fmt::Debug for GeneratedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GeneratedIdentity({}, [redacted])", self.recipient)
+    }
+}
+
+/// Generates an identity in the same file format as `age-keygen`.
+pub fn generate_identity(created_rfc3339: &str) -> GeneratedIdentity {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let file_text = SecretString::from(format!(
+        "# created: {created_rfc3339}\n# public key: {recipient}\n{}\n",
+        identity.to_string().expose_secret()
+    ));
+    GeneratedIdentity {
+        file_text,
+        recipient,
+    }
+}
+
+/// Character sets for generated values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charset {
+    Alnum,
+    Hex,
+    Base64Url,
+}
+
+impl Charset {
+    fn alphabet(self) -> &'static [u8] {
+        match self {
+            Charset::Alnum => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            Charset::Hex => b"0123456789abcdef",
+            Charset::Base64Url => {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            }
+        }
+    }
+}
+
+/// Generates `length` characters uniformly from `charset` with the system RNG
+/// (rejection sampling, so no character is more likely than another).
+pub fn generate_value(charset: Charset, length: usize) -> Result<SecretString, CryptoError> {
+    let alphabet = charset.alphabet();
+    let n = alphabet.len();
+    // Largest multiple of n that fits in a byte: bytes at or above it are rejected.
+    let limit = 256 - (256 % n);
+    let mut out = Zeroizing::new(String::with_capacity(length));
+    let mut pool = Zeroizing::new([0u8; 64]);
+    while out.len() < length {
+        rng().fill(pool.as_mut()).map_err(|_| CryptoError::Rng)?;
+        for &b in pool.iter() {
+            if (b as usize) < limit && out.len() < length {
+                out.push(alphabet[b as usize % n] as char);
+            }
+        }
+    }
+    Ok(SecretString::from(out.as_str().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot<'a>(vault_id: &'a [u8], name: &'a str, version: u64) -> ValueSlot<'a> {
+        ValueSlot {
+            vault_id,
+            name,
+            version,
+        }
+    }
+
+    #[test]
+    fn sealed_values_open_only_in_their_own_slot() {
+        let key = VaultKey::generate().unwrap();
+        let vid = [7u8; 16];
+        let sealed = key.seal(&slot(&vid, "A", 1), b"plaintext").unwrap();
+        let opened = key
+            .open(&slot(&vid, "A", 1), &sealed.nonce, &sealed.ciphertext)
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"plaintext");
+        assert!(key
+            .open(&slot(&vid, "A", 2), &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+        assert!(key
+            .open(&slot(&vid, "B", 1), &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+        assert!(key
+            .open(&slot(&[8u8; 16], "A", 1), &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+        let mut flipped = sealed.ciphertext.clone();
+        flipped[0] ^= 1;
+        assert!(key
+            .open(&slot(&vid, "A", 1), &sealed.nonce, &flipped)
+            .is_err());
+        let other = VaultKey::generate().unwrap();
+        assert!(other
+            .open(&slot(&vid, "A", 1), &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+    }
+
+    #[test]
+    fn nonces_are_fresh_for_every_seal() {
+        let key = VaultKey::generate().unwrap();
+        let vid = [1u8; 16];
+        let a = key.seal(&slot(&vid, "A", 1), b"x").unwrap();
+        let b = key.seal(&slot(&vid, "A", 1), b"x").unwrap();
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.ciphertext, b.ciphertext);
+    }
+
+    #[test]
+    fn wrapped_key_unwraps_with_identity_and_passphrase() {
+        let key = VaultKey::generate().unwrap();
+        let vid = [3u8; 16];
+        let generated = generate_identity("2026-01-01T00:00:00Z");
+        let identities = Identities::parse(&generated.file_text).unwrap();
+        assert_eq!(identities.recipients(), std::slice::from_ref(&generated.recipient));
+        let wrapped = key
+            .wrap_to_recipients(std::slice::from_ref(&generated.recipient))
+            .unwrap();
+        let back = VaultKey::unwrap_with_identities(&wrapped, &identities).unwrap();
+        assert!(back
+            .matches_check(&vid, &key.key_check(&vid).unwrap())
+            .unwrap());
+
+        let stranger = Identities::parse(&generate_identity("x").file_text).unwrap();
+        assert!(matches!(
+            VaultKey::unwrap_with_identities(&wrapped, &stranger),
+            Err(CryptoError::NoMatchingIdentity)
+        ));
+
+        let pass = SecretString::from("correct horse".to_string());
+        let wrapped = key.wrap_to_passphrase(&pass, Some(10)).unwrap();
+        let back = VaultKey::unwrap_with_passphrase(&wrapped, &pass).unwrap();
+        assert!(back
+            .matches_check(&vid, &key.key_check(&vid).unwrap())
+            .unwrap());
+        let wrong = SecretString::from("battery staple".to_string());
+        assert!(matches!(
+            VaultKey::unwrap_with_passphrase(&wrapped, &wrong),
+            Err(CryptoError::WrongPassphrase)
+        ));
+    }
+
+    #[test]
+    fn derived_keys_differ_by_label() {
+        let key = VaultKey::generate().unwrap();
+        let vid = [9u8; 16];
+        let a = key.audit_key(&vid).unwrap().sign(b"m");
+        let f = key.fingerprint_key(&vid).unwrap().sign(b"m");
+        let c = key.key_check(&vid).unwrap();
+        assert_ne!(a, f);
+        assert_ne!(a, c);
+        assert_ne!(f, c);
+    }
+
+    #[test]
+    fn generated_values_use_the_charset_and_length() {
+        for (charset, alphabet) in [
+            (Charset::Alnum, Charset::Alnum.alphabet()),
+            (Charset::Hex, Charset::Hex.alphabet()),
+            (Charset::Base64Url, Charset::Base64Url.alphabet()),
+        ] {
+            let v = generate_value(charset, 100).unwrap();
+            assert_eq!(v.expose_secret().len(), 100);
+            assert!(v.expose_secret().bytes().all(|b| alphabet.contains(&b)));
+        }
+        assert_ne!(
+            generate_value(Charset::Alnum, 32).unwrap().expose_secret(),
+            generate_value(Charset::Alnum, 32).unwrap().expose_secret()
+        );
+    }
+
+    #[test]
+    fn debug_of_key_types_is_redacted() {
+        let key = VaultKey::generate().unwrap();
+        let generated = generate_identity("x");
+        let ids = Identities::parse(&generated.file_text).unwrap();
+        let secret_part = generated
+            .file_text
+            .expose_secret()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        for shown in [
+            format!("{key:?}"),
+            format!("{ids:?}"),
+            format!("{generated:?}"),
+            format!("{:?}", key.audit_key(&[0; 16]).unwrap()),
+        ] {
+            assert!(!shown.contains(&secret_part), "{shown}");
+            assert!(shown.contains("redacted"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+        assert_eq!(unhex("000fff"), Some(vec![0, 15, 255]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+}
