@@ -538,7 +538,10 @@ mod tests {
         let vid = [3u8; 16];
         let generated = generate_identity("2026-01-01T00:00:00Z");
         let identities = Identities::parse(&generated.file_text).unwrap();
-        assert_eq!(identities.recipients(), std::slice::from_ref(&generated.recipient));
+        assert_eq!(
+            identities.recipients(),
+            std::slice::from_ref(&generated.recipient)
+        );
         let wrapped = key
             .wrap_to_recipients(std::slice::from_ref(&generated.recipient))
             .unwrap();

@@ -28,5 +28,6 @@ pub mod cli;
 pub mod crypto;
 pub mod error;
 pub mod model;
+pub mod policy;
 pub mod store;
 pub mod vault;

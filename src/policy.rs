@@ -1,0 +1,1 @@
+//! Policies: placeholder until the policy parser lands.

@@ -1,0 +1,187 @@
+//! `TestEnv`: a temp dir with a vault path, a clean environment, and helpers to run
+//! the binary and to look inside the SQLite file the way an attacker would.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_secret");
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub vault: PathBuf,
+    pub identity: PathBuf,
+    /// Extra environment for every command.
+    pub env: Vec<(String, String)>,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub raw_stdout: Vec<u8>,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            raw_stdout: out.stdout,
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success:\n{self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit {code}:\n{self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(self, needle: &str) -> Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{self:#?}"
+        );
+        self
+    }
+}
+
+impl TestEnv {
+    /// A temp dir, no vault yet. HOME and the XDG dirs point inside it.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("data/secret/vault.db");
+        let identity = dir.path().join("config/secret/identity.txt");
+        Self {
+            dir,
+            vault,
+            identity,
+            env: Vec::new(),
+        }
+    }
+
+    /// A vault made by `secret init` with a new identity at the XDG default.
+    pub fn init() -> Self {
+        let env = Self::new();
+        env.run(&["init"]).ok();
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("USER", "tester")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .current_dir(self.dir.path())
+            .args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs with empty stdin.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, b"")
+    }
+
+    /// Runs with `stdin` piped in.
+    pub fn run_with(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A refused command may exit before reading stdin: ignore a broken pipe.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    pub fn set(&self, name: &str, value: &str) -> Run {
+        self.run_with(&["set", name], value.as_bytes()).ok()
+    }
+
+    pub fn get(&self, name: &str) -> String {
+        self.run(&["get", name]).ok().stdout
+    }
+
+    /// Runs SQL on the vault file with the sqlite3 CLI, as someone with file access would.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("sqlite3")
+            .arg(&self.vault)
+            .arg(sql)
+            .output()
+            .expect("sqlite3 CLI");
+        assert!(
+            out.status.success(),
+            "sqlite3 {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A stable dump of the given tables.
+    pub fn dump(&self, tables: &[&str]) -> String {
+        tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{t}:\n{}",
+                    self.sql(&format!("SELECT * FROM {t} ORDER BY 1, 2"))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `audit --json` parsed.
+    pub fn audit(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["audit", "--json"];
+        all.extend_from_slice(args);
+        self.run(&all)
+            .ok()
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Whether `haystack` contains `needle` anywhere.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads a file, or nothing if it does not exist.
+pub fn read_or_empty(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+/// Whether a command exists on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
