@@ -420,8 +420,15 @@ fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Resul
     }
     let mut recipients = Vec::new();
     let mut created_identity = None;
-    match ctx.identities() {
-        Ok(Some(ids)) => recipients.extend(ids.recipients().iter().cloned()),
+    // A named identity file that does not exist yet is where a new identity goes.
+    let named_but_absent = ctx.identity_flag.as_ref().is_some_and(|p| !p.exists());
+    let existing = if named_but_absent {
+        Ok(None)
+    } else {
+        ctx.identities()
+    };
+    match existing {
+        Ok(Some(ids)) => recipients.extend(ids.recipients()),
         Ok(None) if extra_recipients.is_empty() && !passphrase => {
             let path = ctx
                 .identity_flag

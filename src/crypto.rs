@@ -313,7 +313,7 @@ impl VaultKey {
         let reader = decryptor
             .decrypt(
                 identities
-                    .0
+                    .identities
                     .iter()
                     .map(|i| i.as_ref() as &dyn age::Identity),
             )
@@ -370,11 +370,18 @@ pub fn canonical_recipient(text: &str) -> Result<String, CryptoError> {
 }
 
 /// Identities parsed from an age identity file (or the `SECRET_IDENTITY` text).
-pub struct Identities(Vec<Box<dyn age::Identity>>, Vec<String>);
+pub struct Identities {
+    identities: Vec<Box<dyn age::Identity>>,
+    text: SecretString,
+}
 
 impl fmt::Debug for Identities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Identities({} identities, [redacted])", self.0.len())
+        write!(
+            f,
+            "Identities({} identities, [redacted])",
+            self.identities.len()
+        )
     }
 }
 
@@ -383,35 +390,31 @@ impl Identities {
     pub fn parse(text: &SecretString) -> Result<Self, CryptoError> {
         let file = age::IdentityFile::from_buffer(text.expose_secret().as_bytes())
             .map_err(|e| CryptoError::InvalidIdentity(e.to_string()))?;
-        let recipients = file
-            .to_recipients()
-            .map_err(|e| CryptoError::InvalidIdentity(e.to_string()))?;
-        // `to_recipients` hides the concrete type; recover the public strings from the
-        // lines, which is how every X25519 identity maps to its recipient.
-        let mut publics = Vec::new();
-        for line in text.expose_secret().lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Ok(identity) = line.parse::<age::x25519::Identity>() {
-                publics.push(identity.to_public().to_string());
-            }
-        }
         let identities = file
             .into_identities()
             .map_err(|e| CryptoError::InvalidIdentity(e.to_string()))?;
-        if identities.is_empty() || recipients.is_empty() {
+        if identities.is_empty() {
             return Err(CryptoError::InvalidIdentity(
                 "the identity file holds no identity".into(),
             ));
         }
-        Ok(Self(identities, publics))
+        Ok(Self {
+            identities,
+            text: text.clone(),
+        })
     }
 
-    /// The public recipients of these identities.
-    pub fn recipients(&self) -> &[String] {
-        &self.1
+    /// The public recipients of the X25519 identities. Computed on demand: unlocking
+    /// does not need them, and each costs a scalar multiplication.
+    pub fn recipients(&self) -> Vec<String> {
+        self.text
+            .expose_secret()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.parse::<age::x25519::Identity>().ok())
+            .map(|identity| identity.to_public().to_string())
+            .collect()
     }
 }
 
