@@ -22,6 +22,8 @@ use crate::model::{
 };
 use crate::vault::{self, InitOptions, SetOptions, Unlocker, Vault};
 
+mod rotation;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
@@ -56,6 +58,9 @@ pub struct Cli {
     /// Print only what was asked for (values, JSON); no confirmations.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Policy directory (default ./policies).
+    #[arg(long, global = true, env = "SECRET_POLICIES", value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -112,6 +117,48 @@ pub enum Command {
     },
     /// Read the audit log, or verify / export it.
     Audit(AuditArgs),
+    /// Rotate secrets now: mint, push to their targets, verify, then finish or roll back.
+    Rotate(RotateArgs),
+    /// Rotation runs, their steps and outcome.
+    Rotations {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Show at most N runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// What would rotate when, and where each value goes.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policies: validate them.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["names", "due"])))]
+pub struct RotateArgs {
+    /// Secrets to rotate.
+    pub names: Vec<String>,
+    /// Everything due: interrupted rotations, ended graces, secrets past their schedule.
+    #[arg(long)]
+    pub due: bool,
+    /// Print exactly what would be minted, pushed where and revoked when; contact nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policies and report every problem at once (file, table, key).
+    Check { dir: Option<PathBuf> },
 }
 
 #[derive(Debug, Args)]
@@ -228,15 +275,22 @@ pub fn run(cli: Cli) -> Result<(), VaultError> {
             })
         }
         Command::Audit(args) => audit_command(&ctx, args),
+        Command::Rotate(args) => rotation::rotate(&ctx, args),
+        Command::Rotations { name, json, limit } => rotation::rotations(&ctx, name, json, limit),
+        Command::Plan { json } => rotation::plan(&ctx, json),
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => rotation::policy_check(&ctx, dir),
     }
 }
 
 /// Where things are, resolved once from flags, environment and XDG defaults.
-struct Context {
-    vault_path: PathBuf,
+pub(crate) struct Context {
+    pub(crate) vault_path: PathBuf,
     identity_flag: Option<PathBuf>,
-    quiet: bool,
+    pub(crate) quiet: bool,
     actor: Actor,
+    pub(crate) policies_dir: PathBuf,
 }
 
 fn home() -> PathBuf {
@@ -314,6 +368,10 @@ impl Context {
             vault_path,
             identity_flag: cli.identity.clone(),
             quiet: cli.quiet,
+            policies_dir: cli
+                .policies
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("policies")),
             actor: Actor {
                 name: format!("user:{}", os_user()),
                 pid: Some(std::process::id()),
@@ -323,7 +381,7 @@ impl Context {
     }
 
     /// Prints a confirmation unless `--quiet`.
-    fn say(&self, line: String) -> Result<(), VaultError> {
+    pub(crate) fn say(&self, line: String) -> Result<(), VaultError> {
         if !self.quiet {
             println!("{line}");
         }
@@ -355,7 +413,7 @@ impl Context {
         )
     }
 
-    fn open(&self) -> Result<Vault, VaultError> {
+    pub(crate) fn open(&self) -> Result<Vault, VaultError> {
         if !self.vault_path.exists() {
             return Err(VaultError::NoVault(self.vault_path.clone()));
         }
@@ -828,7 +886,7 @@ fn parse_since(text: &str) -> Result<i64, VaultError> {
 }
 
 /// UTC time as RFC 3339, with milliseconds or to the second.
-pub fn rfc3339(ms: i64, millis: bool) -> String {
+pub(crate) fn rfc3339(ms: i64, millis: bool) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     if millis {
         humantime::format_rfc3339_millis(time).to_string()
@@ -838,7 +896,7 @@ pub fn rfc3339(ms: i64, millis: bool) -> String {
 }
 
 /// "3d ago", "5m ago".
-fn age(now_ms: i64, then_ms: i64) -> String {
+pub(crate) fn age(now_ms: i64, then_ms: i64) -> String {
     let secs = ((now_ms - then_ms).max(0) / 1000) as u64;
     let (n, unit) = match secs {
         0..=59 => (secs, "s"),
@@ -850,24 +908,24 @@ fn age(now_ms: i64, then_ms: i64) -> String {
 }
 
 /// A plain aligned table for terminals.
-struct Table {
+pub(crate) struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(header: &[&str]) -> Self {
+    pub(crate) fn new(header: &[&str]) -> Self {
         Self {
             header: header.iter().map(|h| h.to_string()).collect(),
             rows: Vec::new(),
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn print(&self, skip_header: bool) {
+    pub(crate) fn print(&self, skip_header: bool) {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {

@@ -444,6 +444,32 @@ pub fn generate_identity(created_rfc3339: &str) -> GeneratedIdentity {
     }
 }
 
+/// `n` random bytes from the system RNG (key material for JWT HMAC keys).
+pub fn random_bytes(n: usize) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut out = Zeroizing::new(vec![0u8; n]);
+    rng()
+        .fill(out.as_mut_slice())
+        .map_err(|_| CryptoError::Rng)?;
+    Ok(out)
+}
+
+/// A new Ed25519 key pair: the private key as PKCS#8 (DER) and the 32-byte public key.
+pub fn generate_ed25519() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CryptoError> {
+    use ring::signature::KeyPair;
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&rng()).map_err(|_| CryptoError::Rng)?;
+    let der = Zeroizing::new(pkcs8.as_ref().to_vec());
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&der)
+        .map_err(|_| CryptoError::KeyDerivation)?;
+    Ok((der, pair.public_key().as_ref().to_vec()))
+}
+
+/// Lowercase hex SHA-256 (for public material: key ids, comparing a service's key
+/// with one recorded before a call).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
 /// Character sets for generated values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Charset {

@@ -40,6 +40,9 @@ pub enum VaultError {
     Crypto(#[from] CryptoError),
     #[error("{0}")]
     Io(String),
+    /// A rotation pass that did not fully succeed; `code` is its exit code.
+    #[error("{summary}")]
+    Rotation { code: u8, summary: String },
 }
 
 /// Documented exit codes (README, `secret --help`).
@@ -63,6 +66,7 @@ impl VaultError {
             VaultError::Conflict(_) | VaultError::VaultExists(_) => exit::CONFLICT,
             VaultError::Locked(_) => exit::LOCKED,
             VaultError::Integrity(_) | VaultError::AuditBroken { .. } => exit::INTEGRITY,
+            VaultError::Rotation { code, .. } => *code,
             VaultError::NoVault(_)
             | VaultError::AuditWrite(_)
             | VaultError::Store(_)
@@ -88,6 +92,7 @@ impl VaultError {
             VaultError::Store(_) => "store",
             VaultError::Crypto(_) => "crypto",
             VaultError::Io(_) => "io",
+            VaultError::Rotation { .. } => "rotation_failed",
         }
     }
 }

@@ -21,7 +21,13 @@ use crate::audit::{AuditFilter, Entry, Head, UnkeyedEvent};
 use crate::model::{SecretMeta, VersionNumber};
 
 /// Embedded migrations, applied in order. Never edit one that has been released.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_rotation",
+        include_str!("../migrations/0002_rotation.sql"),
+    ),
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -132,6 +138,39 @@ pub struct VersionRow {
     pub nonce: Option<Vec<u8>>,
     pub ciphertext: Option<Vec<u8>>,
     pub destroyed_at_ms: Option<i64>,
+    /// Provider handle of this version (JSON; ids and public keys, never a value).
+    pub meta: String,
+}
+
+/// One rotation run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationRow {
+    pub id: String,
+    pub secret: String,
+    pub generator: String,
+    pub trigger: String,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub revoke_after_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub error: Option<String>,
+    pub provider_state: String,
+    pub deployments: String,
+}
+
+/// One recorded step of a rotation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepRow {
+    pub seq: u64,
+    pub step: String,
+    pub status: String,
+    pub at_ms: i64,
+    pub detail: String,
 }
 
 /// A transaction. Every read and write of the vault goes through one.
@@ -370,6 +409,31 @@ fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
+const ROTATION_COLUMNS: &str = "id, secret, generator, trigger, state, outcome, old_version, \
+     new_version, started_at, updated_at, finished_at, revoke_after, revoked_at, error, \
+     provider_state, deployments";
+
+fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
+    Ok(RotationRow {
+        id: r.get(0)?,
+        secret: r.get(1)?,
+        generator: r.get(2)?,
+        trigger: r.get(3)?,
+        state: r.get(4)?,
+        outcome: r.get(5)?,
+        old_version: opt_u64(r.get(6)?),
+        new_version: opt_u64(r.get(7)?),
+        started_at_ms: r.get(8)?,
+        updated_at_ms: r.get(9)?,
+        finished_at_ms: r.get(10)?,
+        revoke_after_ms: r.get(11)?,
+        revoked_at_ms: r.get(12)?,
+        error: r.get(13)?,
+        provider_state: r.get(14)?,
+        deployments: r.get(15)?,
+    })
+}
+
 const ENTRY_COLUMNS: &str =
     "seq, at_ms, actor, pid, action, secret, version, outcome, request_id, details, mac";
 
@@ -487,7 +551,7 @@ impl Tx<'_> {
         version: VersionNumber,
     ) -> Result<Option<VersionRow>, StoreError> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT version, created_at, nonce, ciphertext, destroyed_at
+            "SELECT version, created_at, nonce, ciphertext, destroyed_at, meta
              FROM versions WHERE name = ?1 AND version = ?2",
         )?;
         Ok(stmt
@@ -498,6 +562,7 @@ impl Tx<'_> {
                     nonce: r.get(2)?,
                     ciphertext: r.get(3)?,
                     destroyed_at_ms: r.get(4)?,
+                    meta: r.get(5)?,
                 })
             })
             .optional()?)
@@ -510,17 +575,19 @@ impl Tx<'_> {
         now_ms: i64,
         nonce: &[u8],
         ciphertext: &[u8],
+        meta: &str,
     ) -> Result<(), StoreError> {
         let mut stmt = self.0.prepare_cached(
-            "INSERT INTO versions (name, version, created_at, nonce, ciphertext)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO versions (name, version, created_at, nonce, ciphertext, meta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         stmt.execute(params![
             name,
             version.get() as i64,
             now_ms,
             nonce,
-            ciphertext
+            ciphertext,
+            meta
         ])?;
         Ok(())
     }
@@ -543,7 +610,7 @@ impl Tx<'_> {
     /// Versions of one secret, oldest first, without their sealed bytes.
     pub fn versions_of(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT version, created_at, destroyed_at FROM versions WHERE name = ?1 ORDER BY version",
+            "SELECT version, created_at, destroyed_at, meta FROM versions WHERE name = ?1 ORDER BY version",
         )?;
         let rows = stmt.query_map([name], |r| {
             Ok(VersionRow {
@@ -552,6 +619,7 @@ impl Tx<'_> {
                 nonce: None,
                 ciphertext: None,
                 destroyed_at_ms: r.get(2)?,
+                meta: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -581,6 +649,162 @@ impl Tx<'_> {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes the oldest versions that carry no label, keeping `keep` versions in all.
+    /// Returns the version numbers removed.
+    pub fn prune_versions(
+        &self,
+        name: &str,
+        keep: u64,
+        labelled: &[u64],
+    ) -> Result<Vec<u64>, StoreError> {
+        let all = self.versions_of(name)?;
+        let excess = (all.len() as u64).saturating_sub(keep);
+        let doomed: Vec<u64> = all
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| !labelled.contains(v))
+            .take(excess as usize)
+            .collect();
+        let mut stmt = self
+            .0
+            .prepare_cached("DELETE FROM versions WHERE name = ?1 AND version = ?2")?;
+        for v in &doomed {
+            stmt.execute(params![name, *v as i64])?;
+        }
+        Ok(doomed)
+    }
+
+    // --- rotations ---------------------------------------------------------------------
+
+    pub fn save_rotation(&self, row: &RotationRow) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "INSERT INTO rotations ({ROTATION_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, outcome = excluded.outcome,
+               old_version = excluded.old_version, new_version = excluded.new_version,
+               updated_at = excluded.updated_at, finished_at = excluded.finished_at,
+               revoke_after = excluded.revoke_after, revoked_at = excluded.revoked_at,
+               error = excluded.error, provider_state = excluded.provider_state,
+               deployments = excluded.deployments"
+        ))?;
+        stmt.execute(params![
+            row.id,
+            row.secret,
+            row.generator,
+            row.trigger,
+            row.state,
+            row.outcome,
+            row.old_version.map(|v| v as i64),
+            row.new_version.map(|v| v as i64),
+            row.started_at_ms,
+            row.updated_at_ms,
+            row.finished_at_ms,
+            row.revoke_after_ms,
+            row.revoked_at_ms,
+            row.error,
+            row.provider_state,
+            row.deployments,
+        ])?;
+        Ok(())
+    }
+
+    pub fn rotation(&self, id: &str) -> Result<Option<RotationRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ROTATION_COLUMNS} FROM rotations WHERE id = ?1"
+        ))?;
+        Ok(stmt.query_row([id], rotation_row).optional()?)
+    }
+
+    /// Rotations, newest first, optionally of one secret.
+    pub fn rotations(
+        &self,
+        secret: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RotationRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ROTATION_COLUMNS} FROM rotations WHERE (?1 IS NULL OR secret = ?1)
+             ORDER BY started_at DESC, id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(
+            params![secret, limit.min(i64::MAX as u64) as i64],
+            rotation_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rotations still in progress or waiting for their revoke step, oldest first.
+    pub fn open_rotations(&self) -> Result<Vec<RotationRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ROTATION_COLUMNS} FROM rotations
+             WHERE state NOT IN ('done', 'rolled_back', 'failed') ORDER BY started_at, id"
+        ))?;
+        let rows = stmt.query_map([], rotation_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_step(
+        &self,
+        rotation_id: &str,
+        step: &str,
+        status: &str,
+        at_ms: i64,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO rotation_steps (rotation_id, seq, step, status, at_ms, detail)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rotation_steps WHERE rotation_id = ?1),
+                     ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![rotation_id, step, status, at_ms, detail])?;
+        Ok(())
+    }
+
+    pub fn steps(&self, rotation_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT seq, step, status, at_ms, detail FROM rotation_steps
+             WHERE rotation_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([rotation_id], |r| {
+            Ok(StepRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                step: r.get(1)?,
+                status: r.get(2)?,
+                at_ms: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // --- locks -------------------------------------------------------------------------
+
+    /// The current holder of a lock and when its lease ends.
+    pub fn lock(&self, name: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT holder, expires_at FROM locks WHERE name = ?1")?;
+        Ok(stmt
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    pub fn put_lock(&self, name: &str, holder: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO locks (name, holder, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            params![name, holder, expires_at_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_lock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM locks WHERE name = ?1 AND holder = ?2",
+            params![name, holder],
+        )?;
+        Ok(())
     }
 
     // --- audit -----------------------------------------------------------------------

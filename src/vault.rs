@@ -22,7 +22,8 @@ use crate::model::{
     InputError, Label, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
     VersionSelector,
 };
-use crate::store::{KeyringKind, KeyringRow, SecretRow, Store, StoreError, Tx, VaultRow};
+use crate::store::{KeyringKind, KeyringRow, Store, StoreError, Tx, VaultRow};
+pub use crate::store::{RotationRow, SecretRow, StepRow};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -424,6 +425,15 @@ impl Vault {
         raw_name: &str,
         selector: VersionSelector,
     ) -> Result<Revealed, VaultError> {
+        self.read_value(raw_name, selector, None)
+    }
+
+    fn read_value(
+        &mut self,
+        raw_name: &str,
+        selector: VersionSelector,
+        purpose: Option<&str>,
+    ) -> Result<Revealed, VaultError> {
         self.named("get", raw_name, |tx, keys, name| {
             let row = live_secret(tx, name)?;
             let number = match selector {
@@ -469,7 +479,10 @@ impl Vault {
                     value,
                 },
                 Some(number.get()),
-                json!({ "selector": selector_text }),
+                match purpose {
+                    Some(p) => json!({ "selector": selector_text, "purpose": p }),
+                    None => json!({ "selector": selector_text }),
+                },
             ))
         })
     }
@@ -529,7 +542,7 @@ impl Vault {
                 row.description = options.description.clone();
             }
             tx.save_secret(&row)?;
-            tx.insert_version(name.as_str(), version, now, &sealed.nonce, &sealed.ciphertext)?;
+            tx.insert_version(name.as_str(), version, now, &sealed.nonce, &sealed.ciphertext, "{}")?;
             let mut details = json!({
                 "fingerprint": audit::fingerprint(&keys.fingerprint, value.expose().as_bytes()),
                 "generated": options.generated,
@@ -698,6 +711,301 @@ impl Vault {
             .map(|h| audit::format_head(h.seq, &h.mac))
             .unwrap_or_default();
         Ok(VerifyReport { verified, head })
+    }
+}
+
+/// What a rotation step changes in the vault, in the same transaction that records it.
+pub enum StepEffect {
+    None,
+    /// Store a new version and label it `pending`.
+    StagePending {
+        value: SecretValue,
+        meta: serde_json::Value,
+    },
+    /// `pending` becomes `current`, `current` becomes `previous`; then prune unlabelled
+    /// versions beyond `max_versions`.
+    Promote {
+        max_versions: Option<u32>,
+    },
+    /// Drop the `pending` label (the version stays, unlabelled, for the record).
+    DiscardPending,
+}
+
+impl std::fmt::Debug for StepEffect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepEffect::None => f.write_str("None"),
+            StepEffect::StagePending { meta, .. } => write!(f, "StagePending([redacted], {meta})"),
+            StepEffect::Promote { max_versions } => write!(f, "Promote({max_versions:?})"),
+            StepEffect::DiscardPending => f.write_str("DiscardPending"),
+        }
+    }
+}
+
+/// A lock held by someone else.
+#[derive(Debug)]
+pub struct Held {
+    pub holder: String,
+}
+
+impl Vault {
+    /// The name under which the audit log records this process.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Records an operation that changes nothing in the vault (a plan, a dry run, a
+    /// read of rotation records) so the audit log shows it happened.
+    pub fn record(
+        &mut self,
+        action: &'static str,
+        secret: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<(), VaultError> {
+        self.audited(action, secret, |_, _| Ok(Done::new((), None, details)))
+    }
+
+    /// A secret's labels and bookkeeping, without its value (`None` if it does not exist).
+    /// Not audited on its own: the rotation steps that use it are.
+    pub fn secret_state(&mut self, raw_name: &str) -> Result<Option<SecretRow>, VaultError> {
+        let name = SecretName::new(raw_name)?;
+        Ok(self.store.read(|tx| tx.secret(name.as_str()))?)
+    }
+
+    /// Every secret's bookkeeping (for planning), without values. Not audited on its own.
+    pub fn all_secret_states(&mut self) -> Result<Vec<SecretMeta>, VaultError> {
+        Ok(self.store.read(|tx| tx.list_secrets(true))?)
+    }
+
+    /// When a version was written.
+    pub fn version_created(
+        &mut self,
+        raw_name: &str,
+        version: u64,
+    ) -> Result<Option<i64>, VaultError> {
+        let name = SecretName::new(raw_name)?;
+        let Some(number) = VersionNumber::new(version) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .read(|tx| tx.version(name.as_str(), number))?
+            .map(|r| r.created_at_ms))
+    }
+
+    /// The provider handle stored with a version (JSON; never a value).
+    pub fn version_meta(
+        &mut self,
+        raw_name: &str,
+        version: u64,
+    ) -> Result<serde_json::Value, VaultError> {
+        let name = SecretName::new(raw_name)?;
+        let number = VersionNumber::new(version)
+            .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
+        let row = self.store.read(|tx| tx.version(name.as_str(), number))?;
+        let meta = row.map(|r| r.meta).unwrap_or_else(|| "{}".into());
+        Ok(serde_json::from_str(&meta).unwrap_or_else(|_| json!({})))
+    }
+
+    /// Reads a value for a purpose other than showing it (a credential a rotation
+    /// needs, the old value pushed back). Audited like `get`, with the purpose.
+    pub fn reveal(
+        &mut self,
+        raw_name: &str,
+        selector: VersionSelector,
+        purpose: &str,
+    ) -> Result<Revealed, VaultError> {
+        self.read_value(raw_name, selector, Some(purpose))
+    }
+
+    /// Records a new rotation run.
+    pub fn begin_rotation(
+        &mut self,
+        row: &RotationRow,
+        detail: serde_json::Value,
+    ) -> Result<(), VaultError> {
+        let secret = row.secret.clone();
+        self.audited("rotate.start", Some(&secret), |tx, _| {
+            if tx.secret(&row.secret)?.is_none() {
+                // The first rotation of a secret creates it.
+                tx.save_secret(&SecretRow {
+                    name: row.secret.clone(),
+                    description: None,
+                    created_at_ms: row.started_at_ms,
+                    updated_at_ms: row.started_at_ms,
+                    deleted_at_ms: None,
+                    latest_version: 0,
+                    current_version: None,
+                    pending_version: None,
+                    previous_version: None,
+                })?;
+            }
+            tx.save_rotation(row)?;
+            tx.insert_step(
+                &row.id,
+                "start",
+                "ok",
+                row.started_at_ms,
+                &detail.to_string(),
+            )?;
+            let mut details = detail.clone();
+            details["rotation"] = json!(row.id);
+            Ok(Done::new((), None, details))
+        })
+    }
+
+    /// Records one step of a rotation and applies its effect, atomically with its
+    /// audit entry. `status` is `ok`, `failed` or `retry`; the audit outcome is `ok`
+    /// or the step's error code.
+    pub fn rotation_step(
+        &mut self,
+        rotation: &mut RotationRow,
+        step: &str,
+        status: &str,
+        detail: serde_json::Value,
+        effect: StepEffect,
+    ) -> Result<(), VaultError> {
+        let at = now_ms();
+        let keys = &self.keys;
+        let actor = &self.actor;
+        let action = format!("rotate.{step}");
+        let outcome = if status == "ok" {
+            "ok".to_string()
+        } else {
+            detail
+                .get("code")
+                .and_then(|c| c.as_str())
+                .unwrap_or(status)
+                .to_string()
+        };
+        let result = self.store.write(|tx| {
+            let mut row = tx.secret(&rotation.secret)?.ok_or_else(|| {
+                VaultError::NotFound(format!("no secret named {}", rotation.secret))
+            })?;
+            let mut version = rotation.new_version;
+            match effect {
+                StepEffect::None => {}
+                StepEffect::StagePending { value, meta } => {
+                    let number = VersionNumber::new(row.latest_version + 1).ok_or_else(|| {
+                        VaultError::Conflict(format!("{} has run out of version numbers", row.name))
+                    })?;
+                    let slot = ValueSlot {
+                        vault_id: &keys.vault_id,
+                        name: &row.name,
+                        version: number.get(),
+                    };
+                    let sealed = keys.key.seal(&slot, value.expose().as_bytes())?;
+                    row.latest_version = number.get();
+                    row.pending_version = Some(number.get());
+                    row.updated_at_ms = at;
+                    tx.save_secret(&row)?;
+                    tx.insert_version(
+                        &row.name,
+                        number,
+                        at,
+                        &sealed.nonce,
+                        &sealed.ciphertext,
+                        &meta.to_string(),
+                    )?;
+                    rotation.new_version = Some(number.get());
+                    version = Some(number.get());
+                }
+                StepEffect::Promote { max_versions } => {
+                    let Some(pending) = row.pending_version else {
+                        return Err(VaultError::Conflict(format!(
+                            "{} has no pending version to promote",
+                            row.name
+                        )));
+                    };
+                    row.previous_version = row.current_version;
+                    row.current_version = Some(pending);
+                    row.pending_version = None;
+                    row.updated_at_ms = at;
+                    tx.save_secret(&row)?;
+                    if let Some(keep) = max_versions {
+                        let labelled: Vec<u64> = [row.current_version, row.previous_version]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                        tx.prune_versions(&row.name, u64::from(keep), &labelled)?;
+                    }
+                }
+                StepEffect::DiscardPending => {
+                    if row.pending_version.is_some() {
+                        row.pending_version = None;
+                        row.updated_at_ms = at;
+                        tx.save_secret(&row)?;
+                    }
+                }
+            }
+            rotation.updated_at_ms = at;
+            tx.save_rotation(rotation)?;
+            tx.insert_step(&rotation.id, step, status, at, &detail.to_string())?;
+            let mut details = detail.clone();
+            details["rotation"] = json!(rotation.id);
+            details["status"] = json!(status);
+            append(
+                tx,
+                &keys.audit,
+                actor,
+                at,
+                &action,
+                Some(&rotation.secret),
+                version,
+                &outcome,
+                &details,
+            )
+        });
+        let head = result?;
+        self.last_head = Some(head);
+        Ok(())
+    }
+
+    /// Rotation runs, newest first.
+    pub fn rotations(
+        &mut self,
+        secret: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RotationRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.rotations(secret, limit))?)
+    }
+
+    pub fn rotation(&mut self, id: &str) -> Result<Option<RotationRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.rotation(id))?)
+    }
+
+    pub fn rotation_steps(&mut self, id: &str) -> Result<Vec<StepRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.steps(id))?)
+    }
+
+    /// Rotations that are running, interrupted, or waiting for their revoke step.
+    pub fn open_rotations(&mut self) -> Result<Vec<RotationRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.open_rotations())?)
+    }
+
+    /// Takes a lease named `name` for `holder` until `now + ttl`, unless a live holder
+    /// has it. `is_alive` decides whether a recorded holder still runs.
+    pub fn acquire_lock(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        is_alive: impl Fn(&str) -> bool,
+    ) -> Result<Result<(), Held>, VaultError> {
+        let now = now_ms();
+        Ok(self.store.write(|tx| {
+            if let Some((current, expires)) = tx.lock(name)? {
+                if current != holder && expires > now && is_alive(&current) {
+                    return Ok::<_, StoreError>(Err(Held { holder: current }));
+                }
+            }
+            tx.put_lock(name, holder, now + ttl_ms)?;
+            Ok(Ok(()))
+        })?)
+    }
+
+    pub fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), VaultError> {
+        Ok(self.store.write(|tx| tx.delete_lock(name, holder))?)
     }
 }
 

@@ -4,5 +4,6 @@
 
 mod audit;
 mod interop;
+mod rotation;
 mod util;
 mod vault;

@@ -1,0 +1,313 @@
+//! The Railway target: one `variableCollectionUpsert` per service with
+//! `skipDeploys: true` (never `replace`, which deletes every other variable), then one
+//! `serviceInstanceDeployV2`, then `deployment(id) { status }` polled until SUCCESS, a
+//! failure status, or the deploy timeout, then the optional health URL must answer 2xx.
+//!
+//! Our GraphQL documents (`railway.graphql`) are checked against Railway's published
+//! schema at compile time by `graphql_client`. GraphQL errors arrive with HTTP 200, so
+//! the body is always read; "Not Authorized" is permanent, a non-JSON 403 (Cloudflare)
+//! is throttling.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use graphql_client::{GraphQLQuery, QueryBody};
+use serde::Serialize;
+
+use super::{DeploymentId, Target, Variables};
+use crate::model::SecretValue;
+use crate::policy::{RailwayTarget, RailwayTokenKind};
+use crate::rotation::retry::{ExternalError, RetryPolicy};
+use crate::vault::now_ms;
+
+const SERVICE: &str = "railway";
+
+/// Railway's `EnvironmentVariables` scalar as we send it: name → value. Values are
+/// exposed only when serialised into the request body.
+pub struct EnvironmentVariables(BTreeMap<String, SecretValue>);
+
+impl Serialize for EnvironmentVariables {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v.expose())?;
+        }
+        map.end()
+    }
+}
+
+impl std::fmt::Debug for EnvironmentVariables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()?;
+        f.write_str(" [values redacted]")
+    }
+}
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schemas/railway-schema.json",
+    query_path = "src/targets/railway.graphql",
+    variables_derives = "Debug"
+)]
+pub struct VariableCollectionUpsert;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schemas/railway-schema.json",
+    query_path = "src/targets/railway.graphql",
+    variables_derives = "Debug"
+)]
+pub struct VariableDelete;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schemas/railway-schema.json",
+    query_path = "src/targets/railway.graphql",
+    variables_derives = "Debug"
+)]
+pub struct ServiceInstanceDeployV2;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schemas/railway-schema.json",
+    query_path = "src/targets/railway.graphql",
+    variables_derives = "Debug",
+    response_derives = "Debug"
+)]
+pub struct DeploymentStatus;
+
+pub struct Railway {
+    policy: RailwayTarget,
+    token: SecretValue,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    poll_interval: Duration,
+}
+
+impl Railway {
+    pub fn new(
+        policy: RailwayTarget,
+        token: SecretValue,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            policy,
+            token,
+            http,
+            retry,
+            poll_interval,
+        }
+    }
+
+    /// Sends one GraphQL operation and returns its `data`.
+    async fn call<V: Serialize, D: serde::de::DeserializeOwned>(
+        &self,
+        body: &QueryBody<V>,
+    ) -> Result<D, ExternalError> {
+        let mut request = self.http.post(&self.policy.endpoint).json(body);
+        request = match self.policy.token_kind {
+            RailwayTokenKind::Project => {
+                request.header("Project-Access-Token", self.token.expose())
+            }
+            RailwayTokenKind::Account => request.bearer_auth(self.token.expose()),
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
+        if !(200..300).contains(&status) {
+            return Err(ExternalError::from_status(
+                SERVICE,
+                status,
+                &headers,
+                &text,
+                now_ms(),
+            ));
+        }
+        let parsed: graphql_client::Response<D> = serde_json::from_str(&text).map_err(|_| {
+            // A 200 that is not GraphQL JSON: a proxy page. Treat like throttling.
+            ExternalError::transient(
+                SERVICE,
+                format!("HTTP {status} with a body that is not GraphQL JSON"),
+            )
+        })?;
+        if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
+            let message = errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ExternalError::permanent(
+                SERVICE,
+                format!("{} ({message})", body.operation_name),
+            ));
+        }
+        parsed.data.ok_or_else(|| {
+            ExternalError::permanent(SERVICE, format!("{}: no data", body.operation_name))
+        })
+    }
+
+    async fn status_of(
+        &self,
+        id: &str,
+    ) -> Result<deployment_status::DeploymentStatus, ExternalError> {
+        let body =
+            DeploymentStatus::build_query(deployment_status::Variables { id: id.to_string() });
+        let data: deployment_status::ResponseData = self.retry.run(|_| self.call(&body)).await?;
+        Ok(data.deployment.status)
+    }
+
+    async fn check_health(&self) -> Result<(), ExternalError> {
+        let Some(url) = &self.policy.health_url else {
+            return Ok(());
+        };
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| ExternalError::from_reqwest("health check", &e))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ExternalError::transient(
+                "health check",
+                format!("{url} answered HTTP {}", status.as_u16()),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl Target for Railway {
+    async fn deliver(&self, vars: &Variables) -> Result<(), ExternalError> {
+        let set: BTreeMap<String, SecretValue> = vars
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        if !set.is_empty() {
+            let body =
+                VariableCollectionUpsert::build_query(variable_collection_upsert::Variables {
+                    input: variable_collection_upsert::VariableCollectionUpsertInput {
+                        project_id: self.policy.project_id.clone(),
+                        environment_id: self.policy.environment_id.clone(),
+                        service_id: Some(self.policy.service_id.clone()),
+                        variables: EnvironmentVariables(set),
+                        // Never `replace: true`: it deletes every variable not in the map.
+                        replace: Some(false),
+                        skip_deploys: Some(true),
+                    },
+                });
+            let _: variable_collection_upsert::ResponseData =
+                self.retry.run(|_| self.call(&body)).await?;
+        }
+        for name in vars.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k) {
+            let body = VariableDelete::build_query(variable_delete::Variables {
+                input: variable_delete::VariableDeleteInput {
+                    project_id: self.policy.project_id.clone(),
+                    environment_id: self.policy.environment_id.clone(),
+                    service_id: Some(self.policy.service_id.clone()),
+                    name: name.clone(),
+                },
+            });
+            let result: Result<variable_delete::ResponseData, _> =
+                self.retry.run(|_| self.call(&body)).await;
+            match result {
+                Ok(_) => {}
+                // Deleting what is not there is done.
+                Err(e) if e.message.to_ascii_lowercase().contains("not found") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn deploy(&self) -> Result<Option<DeploymentId>, ExternalError> {
+        if !self.policy.redeploy {
+            return Ok(None);
+        }
+        let body = ServiceInstanceDeployV2::build_query(service_instance_deploy_v2::Variables {
+            environment_id: self.policy.environment_id.clone(),
+            service_id: self.policy.service_id.clone(),
+        });
+        // Not retried on a lost response: a second call is a second deployment.
+        let body = &body;
+        let data: service_instance_deploy_v2::ResponseData = self
+            .retry
+            .run(|_| async move {
+                match self.call(body).await {
+                    Err(e) if e.maybe_applied => Err(ExternalError {
+                        kind: crate::rotation::retry::ErrorKind::Permanent,
+                        message: format!(
+                            "{} — the deploy may have started; not repeated",
+                            e.message
+                        ),
+                        ..e
+                    }),
+                    other => other,
+                }
+            })
+            .await?;
+        Ok(Some(DeploymentId(data.service_instance_deploy_v2)))
+    }
+
+    async fn wait_healthy(
+        &self,
+        deployment: Option<&DeploymentId>,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), ExternalError> {
+        use deployment_status::DeploymentStatus as S;
+        if let Some(DeploymentId(id)) = deployment {
+            let started = Instant::now();
+            loop {
+                let status = self.status_of(id).await?;
+                let label = format!("{status:?}").to_ascii_uppercase();
+                progress(format!("deploy {id} on {}: {label}", self.policy.name));
+                match status {
+                    S::SUCCESS => break,
+                    S::FAILED | S::CRASHED | S::REMOVED | S::SKIPPED => {
+                        return Err(ExternalError::permanent(
+                            SERVICE,
+                            format!("deployment {id} of {} ended {label}", self.policy.name),
+                        ))
+                    }
+                    _ => {}
+                }
+                if started.elapsed() >= self.policy.deploy_timeout {
+                    return Err(ExternalError::permanent(
+                        SERVICE,
+                        format!(
+                            "deployment {id} of {} did not succeed within {} (last status {label})",
+                            self.policy.name,
+                            humantime::format_duration(self.policy.deploy_timeout)
+                        ),
+                    ));
+                }
+                tokio::time::sleep(self.poll_interval).await;
+            }
+        }
+        // The service may need a moment after SUCCESS: retry the check with backoff.
+        self.retry.run(|_| self.check_health()).await
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "railway {} (project {}, environment {}, service {})",
+            self.policy.name,
+            self.policy.project_id,
+            self.policy.environment_id,
+            self.policy.service_id
+        )
+    }
+}
