@@ -88,6 +88,16 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How durable a commit must be before `write` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsynced: survives power loss. Every change to secrets, keys or rotations.
+    Synced,
+    /// Committed to the WAL, fsynced with the next synced write or checkpoint:
+    /// survives a crash of the process, not a power cut. The audit entries of reads.
+    Committed,
+}
+
 /// The vault's identity row.
 pub struct VaultRow {
     pub vault_id: Vec<u8>,
@@ -314,14 +324,33 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let tx = Tx(tx);
-        let value = f(&tx)?;
-        tx.0.commit().map_err(StoreError::from)?;
-        Ok(value)
+        self.write_with(Durability::Synced, f)
+    }
+
+    /// Like [`Store::write`], choosing whether the commit waits for an fsync.
+    pub fn write_with<T, E: From<StoreError>>(
+        &mut self,
+        durability: Durability,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let relaxed = durability == Durability::Committed;
+        if relaxed {
+            self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(StoreError::from)?;
+        }
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            let tx = Tx(tx);
+            let value = f(&tx)?;
+            tx.0.commit().map_err(StoreError::from)?;
+            Ok(value)
+        })();
+        if relaxed {
+            self.conn.pragma_update(None, "synchronous", "FULL").map_err(StoreError::from)?;
+        }
+        result
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).

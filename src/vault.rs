@@ -22,7 +22,7 @@ use crate::model::{
     InputError, Label, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
     VersionSelector,
 };
-use crate::store::{KeyringKind, KeyringRow, Store, StoreError, Tx, VaultRow};
+use crate::store::{Durability, KeyringKind, KeyringRow, Store, StoreError, Tx, VaultRow};
 pub use crate::store::{RotationRow, SecretRow, StepRow};
 
 /// Milliseconds since the Unix epoch, now.
@@ -145,6 +145,19 @@ fn append(
     tx.append_audit(&entry, &new_head)
         .map_err(audit_write_error)?;
     Ok(new_head)
+}
+
+/// How durable an operation's audit entry must be before it returns. Changes are
+/// fsynced. An operation that changes nothing (a read, a listing, a plan) commits its
+/// entry before the result leaves — so a crashed process never hides a read — and the
+/// entry is fsynced with the next change or checkpoint: a power cut in between can lose
+/// the newest read entries, never a change.
+fn durability_of(action: &str) -> Durability {
+    match action {
+        "get" | "list" | "history" | "audit.read" | "audit.export" | "audit.verify" | "plan"
+        | "rotations.read" | "rotate.dry_run" | "policy.check" => Durability::Committed,
+        _ => Durability::Synced,
+    }
 }
 
 fn not_found(name: &SecretName) -> VaultError {
@@ -348,7 +361,7 @@ impl Vault {
         let at = now_ms();
         let keys = &self.keys;
         let actor = &self.actor;
-        let result = self.store.write(|tx| {
+        let result = self.store.write_with(durability_of(action), |tx| {
             let done = op(tx, keys)?;
             let head = append(
                 tx,
@@ -401,7 +414,8 @@ impl Vault {
         let keys = &self.keys;
         let actor = &self.actor;
         let details = json!({ "error": err.to_string() });
-        let result = self.store.write(|tx| {
+        // A refusal changed nothing: its entry needs the same durability as a read's.
+        let result = self.store.write_with(Durability::Committed, |tx| {
             append(
                 tx,
                 &keys.audit,
