@@ -335,7 +335,9 @@ impl Store {
     ) -> Result<T, E> {
         let relaxed = durability == Durability::Committed;
         if relaxed {
-            self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(StoreError::from)?;
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(StoreError::from)?;
         }
         let result = (|| {
             let tx = self
@@ -348,7 +350,9 @@ impl Store {
             Ok(value)
         })();
         if relaxed {
-            self.conn.pragma_update(None, "synchronous", "FULL").map_err(StoreError::from)?;
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(StoreError::from)?;
         }
         result
     }
@@ -771,6 +775,16 @@ impl Tx<'_> {
         ))?;
         let rows = stmt.query_map([], rotation_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of a rotation of `secret` that is running or interrupted (not one that
+    /// only waits for its revoke step).
+    pub fn rotation_in_progress(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id FROM rotations WHERE secret = ?1
+             AND state NOT IN ('done', 'rolled_back', 'failed', 'grace') LIMIT 1",
+        )?;
+        Ok(stmt.query_row([secret], |r| r.get(0)).optional()?)
     }
 
     pub fn insert_step(

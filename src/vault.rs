@@ -102,6 +102,7 @@ pub struct Vault {
     keys: Keys,
     actor: Actor,
     last_head: Option<Head>,
+    lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -157,6 +158,26 @@ fn durability_of(action: &str) -> Durability {
         "get" | "list" | "history" | "audit.read" | "audit.export" | "audit.verify" | "plan"
         | "rotations.read" | "rotate.dry_run" | "policy.check" => Durability::Committed,
         _ => Durability::Synced,
+    }
+}
+
+/// Inside a rotation step's transaction: the lease on the secret must still be ours.
+fn check_lease(
+    tx: &Tx<'_>,
+    lease: Option<&Lease>,
+    secret: &str,
+    now: i64,
+) -> Result<(), VaultError> {
+    let Some(lease) = lease else { return Ok(()) };
+    let name = format!("rotation:{secret}");
+    match tx.lock(&name)? {
+        Some((holder, _)) if holder == lease.holder => {
+            tx.put_lock(&name, &lease.holder, now + lease.ttl_ms)?;
+            Ok(())
+        }
+        _ => Err(VaultError::Conflict(format!(
+            "this process lost the rotation lock of {secret} to another; it stops here"
+        ))),
     }
 }
 
@@ -259,6 +280,7 @@ impl Vault {
                 keys,
                 actor,
                 last_head: Some(head),
+                lease: None,
             }),
             Err(e) => {
                 drop(store);
@@ -307,6 +329,7 @@ impl Vault {
             keys,
             actor,
             last_head: None,
+            lease: None,
         };
         if has_unkeyed {
             vault.fold_unkeyed()?;
@@ -520,6 +543,12 @@ impl Vault {
                         "{name} is deleted; `secret undelete {name}` it before writing a new version"
                     )));
                 }
+            }
+            if let Some(id) = tx.rotation_in_progress(name.as_str())? {
+                return Err(VaultError::Conflict(format!(
+                    "rotation {id} of {name} is in progress; let it finish (`secret rotate --due`) \
+                     before setting a new value"
+                )));
             }
             if let Some(expected) = options.if_version {
                 if expected != current {
@@ -762,6 +791,26 @@ pub struct Held {
     pub holder: String,
 }
 
+/// Whether a lock's recorded holder still runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Seen running (same machine and boot): holds the lock whatever its lease says.
+    Alive,
+    /// Known gone: the lock is free.
+    Dead,
+    /// Cannot tell (another machine): holds the lock until its lease expires.
+    Unknown,
+}
+
+/// The lease a rotating process holds on each secret it touches. Every rotation step
+/// checks it (inside the step's transaction) and extends it, so a process that lost
+/// its lock can never write over another's progress.
+#[derive(Clone, Debug)]
+struct Lease {
+    holder: String,
+    ttl_ms: i64,
+}
+
 impl Vault {
     /// The name under which the audit log records this process.
     pub fn actor(&self) -> &Actor {
@@ -839,7 +888,15 @@ impl Vault {
         detail: serde_json::Value,
     ) -> Result<(), VaultError> {
         let secret = row.secret.clone();
+        let lease = self.lease.clone();
         self.audited("rotate.start", Some(&secret), |tx, _| {
+            check_lease(tx, lease.as_ref(), &row.secret, row.started_at_ms)?;
+            if let Some(open) = tx.rotation_in_progress(&row.secret)? {
+                return Err(VaultError::Conflict(format!(
+                    "rotation {open} of {} is still open: `secret rotate --due` finishes it first",
+                    row.secret
+                )));
+            }
             if tx.secret(&row.secret)?.is_none() {
                 // The first rotation of a secret creates it.
                 tx.save_secret(&SecretRow {
@@ -892,7 +949,9 @@ impl Vault {
                 .unwrap_or(status)
                 .to_string()
         };
+        let lease = self.lease.clone();
         let result = self.store.write(|tx| {
+            check_lease(tx, lease.as_ref(), &rotation.secret, at)?;
             let mut row = tx.secret(&rotation.secret)?.ok_or_else(|| {
                 VaultError::NotFound(format!("no secret named {}", rotation.secret))
             })?;
@@ -925,6 +984,13 @@ impl Vault {
                     version = Some(number.get());
                 }
                 StepEffect::Promote { max_versions } => {
+                    if row.pending_version != rotation.new_version || row.current_version != rotation.old_version {
+                        return Err(VaultError::Conflict(format!(
+                            "{} changed while rotation {} ran (its current or pending version moved); \
+                             it was not promoted",
+                            row.name, rotation.id
+                        )));
+                    }
                     let Some(pending) = row.pending_version else {
                         return Err(VaultError::Conflict(format!(
                             "{} has no pending version to promote",
@@ -997,25 +1063,41 @@ impl Vault {
         Ok(self.store.read(|tx| tx.open_rotations())?)
     }
 
-    /// Takes a lease named `name` for `holder` until `now + ttl`, unless a live holder
-    /// has it. `is_alive` decides whether a recorded holder still runs.
+    /// Takes a lease named `name` for `holder` until `now + ttl`, unless another holder
+    /// has it: one seen alive holds it whatever its lease says; one that cannot be
+    /// checked holds it until the lease expires; a dead one has lost it.
     pub fn acquire_lock(
         &mut self,
         name: &str,
         holder: &str,
         ttl_ms: i64,
-        is_alive: impl Fn(&str) -> bool,
+        liveness: impl Fn(&str) -> Liveness,
     ) -> Result<Result<(), Held>, VaultError> {
         let now = now_ms();
         Ok(self.store.write(|tx| {
             if let Some((current, expires)) = tx.lock(name)? {
-                if current != holder && expires > now && is_alive(&current) {
+                let held = current != holder
+                    && match liveness(&current) {
+                        Liveness::Alive => true,
+                        Liveness::Unknown => expires > now,
+                        Liveness::Dead => false,
+                    };
+                if held {
                     return Ok::<_, StoreError>(Err(Held { holder: current }));
                 }
             }
             tx.put_lock(name, holder, now + ttl_ms)?;
             Ok(Ok(()))
         })?)
+    }
+
+    /// From now on every rotation step must hold `rotation:<secret>` as `holder`, and
+    /// extends it by `ttl_ms`.
+    pub fn hold_leases_as(&mut self, holder: &str, ttl_ms: i64) {
+        self.lease = Some(Lease {
+            holder: holder.to_string(),
+            ttl_ms,
+        });
     }
 
     pub fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), VaultError> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::retry::{ExternalError, RetryPolicy};
+use super::retry::{ErrorKind, ExternalError, RetryPolicy};
 use super::{next_due, Due};
 use crate::crypto;
 use crate::error::{exit, VaultError};
@@ -24,7 +24,7 @@ use crate::model::{Label, SecretValue, VersionSelector};
 use crate::policy::{Generator, PolicySet, SecretPolicy};
 use crate::providers::{self, Minted, Provider, RotationCtx};
 use crate::targets::{self, DeploymentId, Variables};
-use crate::vault::{now_ms, RotationRow, StepEffect, Vault};
+use crate::vault::{now_ms, Liveness, RotationRow, StepEffect, Vault};
 
 /// How the engine behaves; defaults suit production.
 #[derive(Clone, Debug)]
@@ -66,11 +66,25 @@ pub enum Request {
 pub struct Outcome {
     pub secret: String,
     pub rotation: Option<String>,
-    /// `finished`, `rolled_back`, `failed`, `revoked`, `revoke_failed`, `running_elsewhere`.
+    /// `finished`, `rolled_back`, `failed`, `revoked`, `revoke_failed`, `running_elsewhere`,
+    /// `not_started`, `stuck`, or `stopped_in_<state>` (open; the next pass resumes it).
     pub result: String,
     pub old_version: Option<u64>,
     pub new_version: Option<u64>,
     pub error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(secret: &str, rotation: Option<String>, result: &str, error: String) -> Self {
+        Self {
+            secret: secret.to_string(),
+            rotation,
+            result: result.into(),
+            old_version: None,
+            new_version: None,
+            error: Some(error),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -79,11 +93,14 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// 6 if any rotation failed or rolled back, 4 if a named secret was being rotated
-    /// elsewhere, 1 if a revoke failed, else 0.
+    /// 6 if any rotation failed, rolled back or could not go on (it stays open for the
+    /// next pass), 4 if a secret was being rotated elsewhere, 1 if a revoke failed, else 0.
     pub fn exit_code(&self) -> u8 {
         let has = |r: &str| self.outcomes.iter().any(|o| o.result == r);
-        if has("rolled_back") || has("failed") {
+        let stuck = self.outcomes.iter().any(|o| {
+            o.result.starts_with("stopped_in_") || o.result == "stuck" || o.result == "not_started"
+        });
+        if has("rolled_back") || has("failed") || stuck {
             exit::ROTATION_FAILED
         } else if has("running_elsewhere") {
             exit::CONFLICT
@@ -128,22 +145,26 @@ fn boot_id() -> String {
         .unwrap_or_else(|_| "unknown-boot".into())
 }
 
-/// Whether a recorded holder (`boot:pid:nonce`) may still be running.
-fn holder_alive(holder: &str) -> bool {
+/// Whether a recorded holder (`boot:pid:nonce`) still runs. A holder on this boot is
+/// checked by pid; one from another boot or machine cannot be, and its lease decides.
+fn holder_liveness(holder: &str) -> Liveness {
     let mut parts = holder.split(':');
     let (Some(boot), Some(pid)) = (
         parts.next(),
         parts.next().and_then(|p| p.parse::<i32>().ok()),
     ) else {
-        return true;
+        return Liveness::Unknown;
     };
-    if boot != boot_id() {
-        // Another boot (or another machine): only the lease expiry can tell.
-        return true;
+    if boot != boot_id() || boot == "unknown-boot" {
+        return Liveness::Unknown;
     }
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) {
+        Liveness::Alive
+    } else {
+        Liveness::Dead
+    }
 }
 
 const LOCK_TTL_MS: i64 = 15 * 60 * 1000;
@@ -167,6 +188,8 @@ impl Engine {
             .map(|b| crypto::hex(&b))
             .unwrap_or_default();
         let holder = format!("{}:{}:{nonce}", boot_id(), std::process::id());
+        let mut vault = vault;
+        vault.hold_leases_as(&holder, LOCK_TTL_MS);
         Ok(Self {
             vault,
             policies,
@@ -215,7 +238,7 @@ impl Engine {
         }
         match self
             .vault
-            .acquire_lock(&name, &self.holder, LOCK_TTL_MS, holder_alive)?
+            .acquire_lock(&name, &self.holder, LOCK_TTL_MS, holder_liveness)?
         {
             Ok(()) => {
                 self.held.push(name);
@@ -242,64 +265,39 @@ impl Engine {
     async fn pass(&mut self, request: Request) -> Result<RunReport, VaultError> {
         let now = now_ms();
         let mut report = RunReport::default();
-        let open = self.vault.open_rotations()?;
-        let mut revokes: Vec<RotationRow> = Vec::new();
-        let mut resumes: Vec<RotationRow> = Vec::new();
-        let mut fresh: Vec<SecretPolicy> = Vec::new();
-
         let wanted: Option<BTreeSet<String>> = match &request {
             Request::Names(names) => {
                 for n in names {
                     self.policy(n)?;
                 }
+                // A set: `secret rotate X X` is one rotation of X.
                 Some(names.iter().cloned().collect())
             }
             Request::Due => None,
         };
-        for row in open {
-            let named = wanted.as_ref().is_some_and(|w| w.contains(&row.secret));
-            if row.state == "grace" {
-                let ended = row.revoke_after_ms.is_some_and(|t| t <= now);
-                // A new rotation of a secret still in grace revokes the old one first.
-                if (wanted.is_none() && ended) || named {
-                    revokes.push(row);
-                }
-            } else if wanted.is_none() || named {
-                resumes.push(row);
-            }
-        }
-        match &request {
-            Request::Names(names) => {
-                for n in names {
-                    if !resumes.iter().any(|r| &r.secret == n) {
-                        fresh.push(self.policy(n)?);
-                    }
-                }
-            }
-            Request::Due => {
-                let policies: Vec<SecretPolicy> = self.policies.secrets.values().cloned().collect();
-                for policy in policies {
-                    if policy.generator == Generator::Manual
-                        || resumes.iter().any(|r| r.secret == policy.name.as_str())
-                    {
-                        continue;
-                    }
-                    if self.due(&policy)?.is_due(now) {
-                        fresh.push(policy);
-                    }
-                }
-            }
-        }
 
-        // Locks: one holder per secret, across processes.
+        // Which secrets this pass may touch, then their locks, and only then the rows
+        // (read again under the locks: another process may have moved them meanwhile).
+        let mut candidates: BTreeSet<String> = match &wanted {
+            Some(w) => w.clone(),
+            None => {
+                let mut c: BTreeSet<String> = self
+                    .vault
+                    .open_rotations()?
+                    .into_iter()
+                    .map(|r| r.secret)
+                    .collect();
+                let policies: Vec<SecretPolicy> = self.policies.secrets.values().cloned().collect();
+                for policy in policies.iter().filter(|p| p.generator != Generator::Manual) {
+                    if self.due(policy)?.is_due(now) {
+                        c.insert(policy.name.to_string());
+                    }
+                }
+                c
+            }
+        };
         let mut busy = BTreeSet::new();
-        let secrets: BTreeSet<String> = revokes
-            .iter()
-            .map(|r| r.secret.clone())
-            .chain(resumes.iter().map(|r| r.secret.clone()))
-            .chain(fresh.iter().map(|p| p.name.to_string()))
-            .collect();
-        for secret in &secrets {
+        for secret in &candidates {
             if !self.lock(secret)? {
                 busy.insert(secret.clone());
                 report.outcomes.push(Outcome {
@@ -314,42 +312,99 @@ impl Engine {
                 });
             }
         }
-        revokes.retain(|r| !busy.contains(&r.secret));
-        resumes.retain(|r| !busy.contains(&r.secret));
-        fresh.retain(|p| !busy.contains(p.name.as_str()));
+        candidates.retain(|s| !busy.contains(s));
 
-        for row in revokes {
-            let outcome = self.revoke(row).await?;
-            report.outcomes.push(outcome);
+        let open = self.vault.open_rotations()?;
+        let mut revokes: Vec<RotationRow> = Vec::new();
+        let mut resumes: Vec<RotationRow> = Vec::new();
+        let mut fresh: Vec<SecretPolicy> = Vec::new();
+        for row in open.into_iter().filter(|r| candidates.contains(&r.secret)) {
+            if row.state == "grace" {
+                let ended = row.revoke_after_ms.is_some_and(|t| t <= now);
+                if ended || wanted.is_some() {
+                    revokes.push(row);
+                }
+            } else {
+                resumes.push(row);
+            }
+        }
+        for secret in &candidates {
+            if resumes.iter().any(|r| &r.secret == secret) {
+                continue;
+            }
+            let Some(policy) = self.policies.secrets.get(secret).cloned() else {
+                continue;
+            };
+            if policy.generator == Generator::Manual {
+                continue;
+            }
+            if wanted.is_some() || self.due(&policy)?.is_due(now) {
+                fresh.push(policy);
+            }
         }
 
+        // Revokes first. A new rotation of a secret still in grace revokes the old
+        // credential early, and does not start unless that revoke succeeded: otherwise
+        // the later revoke would remove the overlap of the new rotation.
+        let mut blocked = BTreeSet::new();
+        for row in revokes {
+            let secret = row.secret.clone();
+            let outcome = match self.revoke(row).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::failed(&secret, None, "revoke_failed", e.to_string()),
+            };
+            if outcome.result != "revoked" {
+                blocked.insert(secret);
+            }
+            report.outcomes.push(outcome);
+        }
+        fresh.retain(|p| !blocked.contains(p.name.as_str()));
+
+        // One secret's problem (a missing credential, a policy turned manual) is its
+        // own outcome, not the end of the pass.
         let mut runs = Vec::new();
         for row in resumes {
-            match self.resume(row)? {
-                Some(run) => runs.push(run),
-                None => continue,
+            let (secret, id) = (row.secret.clone(), row.id.clone());
+            match self.resume(row) {
+                Ok(Some(run)) => runs.push(run),
+                Ok(None) => {}
+                Err(e) => {
+                    report
+                        .outcomes
+                        .push(Outcome::failed(&secret, Some(id), "stuck", e.to_string()))
+                }
             }
         }
         for policy in fresh {
-            runs.push(self.start(policy)?);
+            let secret = policy.name.to_string();
+            match self.start(policy) {
+                Ok(run) => runs.push(run),
+                Err(e) => report.outcomes.push(Outcome::failed(
+                    &secret,
+                    None,
+                    "not_started",
+                    e.to_string(),
+                )),
+            }
         }
 
         for run in runs.iter_mut().filter(|r| r.row.state == "create") {
             self.create(run).await?;
         }
-        self.push(&mut runs).await?;
-        self.verify(&mut runs).await?;
+        let fresh_deploys = self.push(&mut runs).await?;
+        self.verify(&mut runs, &fresh_deploys).await?;
         for run in runs.iter_mut() {
             if run.failure.is_none() && run.row.state == "finish" {
                 self.finish(run).await?;
             }
         }
+        self.hold_forward(&mut runs)?;
         self.rollback(&mut runs).await?;
 
         for run in runs {
             let result = match (run.row.outcome.as_deref(), run.row.state.as_str()) {
                 (Some(o), _) => o.to_string(),
-                (None, state) => format!("stopped in {state}"),
+                (None, state) => format!("stopped_in_{state}"),
             };
             report.outcomes.push(Outcome {
                 secret: run.row.secret.clone(),
@@ -431,8 +486,7 @@ impl Engine {
                     ),
                     &purpose,
                 )
-                .ok()
-                .map(|r| r.value),
+                .map(|r| Some(r.value))?,
             None => None,
         };
         let leftover = match self
@@ -461,6 +515,18 @@ impl Engine {
         let now = now_ms();
         let id = format!("rot_{}", crypto::hex(&crypto::random_array::<6>()?));
         let state = self.vault.secret_state(policy.name.as_str())?;
+        let has_current = state
+            .as_ref()
+            .is_some_and(|s| s.current_version.is_some() && s.deleted_at_ms.is_none());
+        if !has_current && !policy.push.is_empty() {
+            // Without the value the targets use today, a failed rotation could not put
+            // it back: the first push would overwrite it for good.
+            return Err(VaultError::Usage(format!(
+                "{name} has no current value in the vault: import the value its targets use now \
+                 (`secret set {name}`) so that a failed rotation can restore it",
+                name = policy.name
+            )));
+        }
         let row = RotationRow {
             id,
             secret: policy.name.to_string(),
@@ -567,6 +633,51 @@ impl Engine {
         )
     }
 
+    /// A step could not complete and must not be undone blindly: the rotation stays
+    /// open in its state, with the error recorded, for the next pass to resume.
+    fn stay(&mut self, run: &mut Run, step: &str, err: &ExternalError) -> Result<(), VaultError> {
+        run.row.error = Some(format!("{step}: {err}"));
+        self.note(format!(
+            "{}: {step} did not complete: {err}; the next pass resumes it",
+            run.row.secret
+        ));
+        self.vault.rotation_step(
+            &mut run.row,
+            step,
+            "retry",
+            json!({ "code": err.code(), "error": err.to_string() }),
+            StepEffect::None,
+        )
+    }
+
+    /// Runs whose provider cannot undo the new credential (a LaunchDarkly reset) are
+    /// not rolled back when push or verify fails: the old key is already expiring, so
+    /// the way out is forward. They stay open, the new key pending, for the next pass.
+    fn hold_forward(&mut self, runs: &mut [Run]) -> Result<(), VaultError> {
+        for run in runs.iter_mut() {
+            if run.provider.can_discard() || run.row.outcome.is_some() {
+                continue;
+            }
+            if let Some(err) = run.failure.take() {
+                let state = run.row.state.clone();
+                // The next pass pushes and deploys again: the failed deployment is not
+                // watched twice.
+                run.row.state = "push".into();
+                run.row.deployments = "{}".into();
+                let err = ExternalError {
+                    message: format!(
+                        "{} (the reset cannot be undone: the new key stays pending and the old \
+                         one works only until its expiry; fix the cause and run `secret rotate --due`)",
+                        err.message
+                    ),
+                    ..err
+                };
+                self.stay(run, &state, &err)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn create(&mut self, run: &mut Run) -> Result<(), VaultError> {
         let resumed = parse_json(&run.row.provider_state)
             .get("intent_recorded")
@@ -574,7 +685,8 @@ impl Engine {
         let found = if resumed {
             match run.provider.recover(&self.ctx(run)).await {
                 Ok(found) => found,
-                Err(e) => return self.fail(run, "create", &e),
+                // Whether the earlier call took effect is still unknown: stay open.
+                Err(e) => return self.stay(run, "create", &e),
             }
         } else {
             match run.provider.intent(&self.ctx(run)).await {
@@ -597,6 +709,11 @@ impl Engine {
             Some(m) => m,
             None => match run.provider.create(&self.ctx(run)).await {
                 Ok(m) => m,
+                // The call may have minted a credential we never saw: recover it (or its
+                // orphan) on the next pass rather than closing the rotation.
+                Err(e) if e.maybe_applied || e.kind == ErrorKind::Transient => {
+                    return self.stay(run, "create", &e)
+                }
                 Err(e) => return self.fail(run, "create", &e),
             },
         };
@@ -669,7 +786,12 @@ impl Engine {
     }
 
     /// Push: one delivery and one deploy per target, shared by every run that needs it.
-    async fn push(&mut self, runs: &mut [Run]) -> Result<(), VaultError> {
+    /// Returns the deployment each target got in this pass.
+    async fn push(
+        &mut self,
+        runs: &mut [Run],
+    ) -> Result<BTreeMap<String, Option<String>>, VaultError> {
+        let mut fresh_deploys = BTreeMap::new();
         let mut by_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for run in runs
             .iter_mut()
@@ -693,7 +815,12 @@ impl Engine {
             }
         }
         for (target_name, members) in by_target {
-            if members.iter().all(|&i| runs[i].failure.is_some()) {
+            // A run that already failed at another target is not pushed further.
+            let members: Vec<usize> = members
+                .into_iter()
+                .filter(|&i| runs[i].failure.is_none())
+                .collect();
+            if members.is_empty() {
                 continue;
             }
             let ids: Vec<String> = members.iter().map(|&i| runs[i].row.id.clone()).collect();
@@ -715,10 +842,19 @@ impl Engine {
             .await;
             match result {
                 Ok(deployment) => {
+                    fresh_deploys.insert(
+                        target_name.clone(),
+                        deployment.as_ref().map(|d| d.0.clone()),
+                    );
                     for &i in &members {
                         let run = &mut runs[i];
                         let mut deployments = parse_json(&run.row.deployments);
-                        deployments[&target_name] = json!(deployment.as_ref().map(|d| d.0.clone()));
+                        if let Some(map) = deployments.as_object_mut() {
+                            map.insert(
+                                target_name.clone(),
+                                json!(deployment.as_ref().map(|d| d.0.clone())),
+                            );
+                        }
                         run.row.deployments = deployments.to_string();
                         let all_pushed =
                             run.policy.push.iter().all(|t| deployments.get(t).is_some());
@@ -762,11 +898,17 @@ impl Engine {
                 )?;
             }
         }
-        Ok(())
+        Ok(fresh_deploys)
     }
 
     /// Verify: each deployment watched once, then each provider's own check.
-    async fn verify(&mut self, runs: &mut [Run]) -> Result<(), VaultError> {
+    /// A deployment made in this pass supersedes one recorded by an interrupted run:
+    /// it carries that run's value too, and Railway retires (REMOVED) the older one.
+    async fn verify(
+        &mut self,
+        runs: &mut [Run],
+        fresh_deploys: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), VaultError> {
         let mut watches: BTreeMap<(String, Option<String>), Vec<usize>> = BTreeMap::new();
         for (i, run) in runs.iter().enumerate() {
             if run.row.state != "verify" || run.failure.is_some() {
@@ -774,10 +916,13 @@ impl Engine {
             }
             let deployments = parse_json(&run.row.deployments);
             for t in &run.policy.push {
-                let id = deployments
-                    .get(t)
-                    .and_then(|d| d.as_str())
-                    .map(str::to_string);
+                let id = match fresh_deploys.get(t) {
+                    Some(fresh) => fresh.clone(),
+                    None => deployments
+                        .get(t)
+                        .and_then(|d| d.as_str())
+                        .map(str::to_string),
+                };
                 watches.entry((t.clone(), id)).or_default().push(i);
             }
         }
@@ -874,6 +1019,7 @@ impl Engine {
                 .failure
                 .as_ref()
                 .map(|e| e.to_string())
+                .or_else(|| run.row.error.clone())
                 .unwrap_or_else(|| "interrupted rollback".into());
             run.row.state = "rollback".into();
             run.row.error = Some(reason.clone());
@@ -904,6 +1050,7 @@ impl Engine {
             let mut vars = Variables::new();
             for &i in &members {
                 let run = &runs[i];
+                // `start` refuses a first rotation with targets, so there is an old value.
                 match &run.current {
                     Some(current) => {
                         vars.insert(run.row.secret.clone(), Some(current.clone()));
@@ -945,6 +1092,13 @@ impl Engine {
             let ctx = self.ctx(&runs[i]);
             let run = &mut runs[i];
             let mut notes = problems.remove(&i).unwrap_or_default();
+            if !notes.is_empty() {
+                // The old value is not back everywhere: revoking the new credential now
+                // could cut off a target still using it. Stay in rollback and retry.
+                let err = ExternalError::transient("rollback", notes.join("; "));
+                self.stay(run, "rollback", &err)?;
+                continue;
+            }
             let effect = if run.provider.can_discard() {
                 if let Some(minted) = &run.minted {
                     if let Err(e) = run.provider.revoke(&ctx, &minted.handle).await {

@@ -201,7 +201,12 @@ impl RetryPolicy {
     }
 }
 
+/// A retry is shown on a terminal; in a pipe, the step's record tells the story.
 fn tracing_note(err: &ExternalError, attempt: u32, wait: Duration) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
     eprintln!(
         "  {err}; retrying in {} (attempt {})",
         humantime::format_duration(wait),

@@ -108,6 +108,30 @@ impl Railway {
         &self,
         body: &QueryBody<V>,
     ) -> Result<D, ExternalError> {
+        self.call_redacting(body, &[]).await
+    }
+
+    /// Sends one GraphQL operation. Error text from Railway is kept for the operator,
+    /// but every value in `values` is cut out of it first: a GraphQL server echoes a
+    /// variable it could not coerce, and ours carry secret values.
+    async fn call_redacting<V: Serialize, D: serde::de::DeserializeOwned>(
+        &self,
+        body: &QueryBody<V>,
+        values: &[&SecretValue],
+    ) -> Result<D, ExternalError> {
+        let redact = |mut e: ExternalError| {
+            for v in values.iter().map(|v| v.expose()).filter(|v| !v.is_empty()) {
+                e.message = e.message.replace(v, "[redacted]");
+            }
+            e
+        };
+        self.call_raw(body).await.map_err(redact)
+    }
+
+    async fn call_raw<V: Serialize, D: serde::de::DeserializeOwned>(
+        &self,
+        body: &QueryBody<V>,
+    ) -> Result<D, ExternalError> {
         let mut request = self.http.post(&self.policy.endpoint).json(body);
         request = match self.policy.token_kind {
             RailwayTokenKind::Project => {
@@ -197,6 +221,7 @@ impl Target for Railway {
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect();
         if !set.is_empty() {
+            let values: Vec<&SecretValue> = vars.values().flatten().collect();
             let body =
                 VariableCollectionUpsert::build_query(variable_collection_upsert::Variables {
                     input: variable_collection_upsert::VariableCollectionUpsertInput {
@@ -209,8 +234,10 @@ impl Target for Railway {
                         skip_deploys: Some(true),
                     },
                 });
-            let _: variable_collection_upsert::ResponseData =
-                self.retry.run(|_| self.call(&body)).await?;
+            let _: variable_collection_upsert::ResponseData = self
+                .retry
+                .run(|_| self.call_redacting(&body, &values))
+                .await?;
         }
         for name in vars.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k) {
             let body = VariableDelete::build_query(variable_delete::Variables {
@@ -309,5 +336,76 @@ impl Target for Railway {
             self.policy.environment_id,
             self.policy.service_id
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RailwayTokenKind;
+    use crate::standin::{Fault, ProjectToken, RailwayConfig, RailwayStandIn, ServiceRef};
+    use zeroize::Zeroizing;
+
+    fn value(s: &str) -> SecretValue {
+        SecretValue::from_bytes(Zeroizing::new(s.as_bytes().to_vec()), false).unwrap()
+    }
+
+    #[tokio::test]
+    async fn railway_error_text_never_carries_the_values_we_sent() {
+        let standin = RailwayStandIn::start(
+            "127.0.0.1:0".parse().unwrap(),
+            RailwayConfig {
+                project_tokens: vec![ProjectToken {
+                    token: "tok".into(),
+                    project_id: "p".into(),
+                    environment_id: "e".into(),
+                }],
+                services: vec![ServiceRef {
+                    project_id: "p".into(),
+                    environment_id: "e".into(),
+                    service_id: "s".into(),
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        // A GraphQL server echoes an input it could not coerce, values and all.
+        let echo = r#"{"errors":[{"message":"Variable \"$input\" got invalid value {\"variables\":{\"K\":\"super-secret-value-123\"}}"}],"data":null}"#;
+        standin.faults().inject(
+            "variableCollectionUpsert",
+            Fault::Status {
+                status: 400,
+                headers: vec![],
+                body: echo.into(),
+            },
+        );
+        let target = Railway::new(
+            RailwayTarget {
+                name: "api".into(),
+                file: "t.toml".into(),
+                project_id: "p".into(),
+                environment_id: "e".into(),
+                service_id: "s".into(),
+                token: crate::model::SecretName::new("RAILWAY_TOKEN").unwrap(),
+                token_kind: RailwayTokenKind::Project,
+                redeploy: true,
+                health_url: None,
+                endpoint: standin.endpoint(),
+                deploy_timeout: Duration::from_secs(5),
+            },
+            value("tok"),
+            reqwest::Client::new(),
+            RetryPolicy {
+                attempts: 1,
+                ..Default::default()
+            },
+            Duration::from_millis(10),
+        );
+        let mut vars = Variables::new();
+        vars.insert("K".into(), Some(value("super-secret-value-123")));
+        let err = target.deliver(&vars).await.unwrap_err();
+        assert!(!err.to_string().contains("super-secret-value-123"), "{err}");
+        assert!(err.to_string().contains("[redacted]"), "{err}");
     }
 }

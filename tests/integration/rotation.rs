@@ -217,13 +217,43 @@ max_age = "180d"
     pub fn assert_consistent(&self) {
         let vars = self.railway_vars();
         for name in ["JWT_SECRET", "OPENAI_API_KEY", "LAUNCHDARKLY_SDK_KEY"] {
-            if let Some(v) = vars.get(name) {
-                assert_eq!(
+            match vars.get(name) {
+                Some(v) => assert_eq!(
                     v,
                     &self.current(name),
                     "Railway's {name} differs from the vault's current value"
-                );
+                ),
+                // A secret never pushed is absent; one that was pushed must be there.
+                None => {
+                    assert!(
+                        !self
+                            .railway
+                            .received()
+                            .iter()
+                            .any(|r| r.operation == "variableCollectionUpsert"
+                                && r.body.contains(name)),
+                        "{name} was pushed but is missing at Railway"
+                    )
+                }
             }
+        }
+        // During grace the previous JWT value is there too, and only then.
+        let in_grace = self
+            .rotations()
+            .iter()
+            .any(|r| r["secret"] == "JWT_SECRET" && r["state"] == "grace");
+        if let Some(prev) = vars.get("JWT_SECRET_PREVIOUS") {
+            assert!(in_grace, "JWT_SECRET_PREVIOUS outside grace");
+            assert_eq!(
+                prev,
+                &self
+                    .env
+                    .run(&["get", "JWT_SECRET", "--previous"])
+                    .ok()
+                    .stdout
+            );
+        } else {
+            assert!(!in_grace, "JWT_SECRET_PREVIOUS missing during grace");
         }
         // No credential is live at OpenAI that the vault does not know about.
         let known: Vec<String> = self.known_values("OPENAI_API_KEY");
@@ -425,15 +455,106 @@ fn rotation_rolls_back_when_the_deploy_crashes() {
 }
 
 #[test]
-fn a_failed_health_check_rolls_back() {
+fn a_failed_health_check_rolls_back_and_a_failed_restore_is_retried() {
     let w = World::new("1h");
     let old = w.current("JWT_SECRET");
+    // Unhealthy throughout: the new value fails verify, and the restore's own health
+    // check fails too, so the rollback cannot be confirmed and stays open.
     w.railway.set_health(SERVICE, Some(503));
     w.rotate(&["JWT_SECRET"]).code(6);
-    w.railway.set_health(SERVICE, None);
     assert_eq!(w.current("JWT_SECRET"), old);
     assert_eq!(w.railway_vars().get("JWT_SECRET"), Some(&old));
     assert!(!w.railway_vars().contains_key("JWT_SECRET_PREVIOUS"));
+    let r = &w.rotations()[0];
+    assert_eq!(r["state"], "rollback", "{r}");
+    assert_eq!(r["outcome"], serde_json::Value::Null);
+    assert!(r["error"].as_str().unwrap().contains("503"), "{r}");
+    // The service recovers: the next pass finishes the rollback.
+    w.railway.set_health(SERVICE, None);
+    w.rotate(&["--due"]).code(6);
+    let r = &w.rotations()[0];
+    assert_eq!(r["outcome"], "rolled_back", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("503"),
+        "the original cause is kept: {r}"
+    );
+    w.assert_consistent();
+}
+
+#[test]
+fn a_failed_restore_never_revokes_the_new_openai_key() {
+    let w = World::new("1h");
+    w.railway.set_health(SERVICE, Some(503));
+    w.rotate(&["OPENAI_API_KEY"]).code(6);
+    // Railway may still run with the new key: it must stay live until the restore is done.
+    assert_eq!(w.openai.live_keys().len(), 1);
+    w.railway.set_health(SERVICE, None);
+    w.rotate(&["--due"]).code(6);
+    assert!(
+        w.openai.live_keys().is_empty(),
+        "revoked once the old key is back"
+    );
+    w.assert_consistent();
+}
+
+#[test]
+fn a_launchdarkly_rotation_that_cannot_deploy_holds_forward_instead_of_rolling_back() {
+    let w = World::new("1h");
+    let old = w.current("LAUNCHDARKLY_SDK_KEY");
+    w.railway
+        .set_next_deploy_outcome(SERVICE, DeployOutcome::Crashed);
+    let run = w.rotate(&["LAUNCHDARKLY_SDK_KEY"]).code(6);
+    assert!(run.stdout.contains("cannot be undone"), "{}", run.stdout);
+    let r = &w.rotations()[0];
+    assert_eq!(r["outcome"], serde_json::Value::Null, "still open: {r}");
+    // The old key was not pushed back (it is expiring); the new key is pending.
+    assert_eq!(w.current("LAUNCHDARKLY_SDK_KEY"), old);
+    let pending = w
+        .env
+        .run(&["history", "LAUNCHDARKLY_SDK_KEY", "--json"])
+        .ok()
+        .stdout;
+    assert!(pending.contains("pending"), "{pending}");
+    // The deploy works next time: the same reset's key goes live, no second reset.
+    w.rotate(&["--due"]).ok();
+    assert_eq!(w.ld.reset_count(LD_PROJECT, LD_ENV), 1);
+    assert_eq!(
+        w.current("LAUNCHDARKLY_SDK_KEY"),
+        w.ld.environment(LD_PROJECT, LD_ENV).unwrap().api_key
+    );
+    w.assert_consistent();
+}
+
+#[test]
+fn a_first_rotation_without_the_targets_current_value_is_refused() {
+    let w = World::new("1h");
+    w.env.run(&["delete", "JWT_SECRET"]).ok();
+    let run = w.rotate(&["JWT_SECRET"]).code(6);
+    assert!(run.stdout.contains("import the value"), "{}", run.stdout);
+    assert!(w.railway.received().is_empty());
+}
+
+#[test]
+fn setting_a_value_during_a_rotation_is_refused() {
+    let w = World::new("1h");
+    w.railway
+        .faults()
+        .inject("variableCollectionUpsert", Fault::Hang);
+    let mut child = w.spawn_rotate(&["JWT_SECRET"]);
+    w.wait_for(
+        || w.railway.journal_count("variableCollectionUpsert"),
+        1,
+        "the push",
+    );
+    w.env
+        .run_with(&["set", "JWT_SECRET"], b"by-hand")
+        .code(4)
+        .stderr_has("in progress");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    w.railway.faults().clear();
+    w.rotate(&["--due"]).ok();
+    w.assert_consistent();
 }
 
 #[test]
@@ -469,6 +590,11 @@ fn a_cloudflare_403_from_railway_is_retried_as_throttling() {
         .faults()
         .inject("variableCollectionUpsert", Fault::Html403);
     w.rotate(&["JWT_SECRET"]).ok();
+    assert_eq!(
+        w.railway.journal_count("variableCollectionUpsert"),
+        2,
+        "retried once"
+    );
     w.assert_consistent();
 }
 
@@ -584,10 +710,18 @@ fn two_processes_never_rotate_one_secret_at_once() {
         1,
         "the first push",
     );
-    w.rotate(&["JWT_SECRET"])
-        .code(4)
-        .stdout
-        .contains("running elsewhere");
+    let calls_before = w.railway.received().len();
+    let second = w.rotate(&["JWT_SECRET"]).code(4);
+    assert!(
+        second.stdout.contains("running elsewhere"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(
+        w.railway.received().len(),
+        calls_before,
+        "the second process touched nothing"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     // Its holder is dead: the next pass takes over and finishes.
@@ -650,14 +784,14 @@ fn crash_and_resume(secret: &str, standin: &str, hang_on: &str, before: usize) -
 
 #[test]
 fn crash_after_create_before_push_resumes_for_every_provider() {
-    crash_and_resume("JWT_SECRET", "railway", "variableCollectionUpsert", 0);
-    crash_and_resume("OPENAI_API_KEY", "railway", "variableCollectionUpsert", 0);
-    crash_and_resume(
-        "LAUNCHDARKLY_SDK_KEY",
-        "railway",
-        "variableCollectionUpsert",
-        0,
-    );
+    for secret in ["JWT_SECRET", "OPENAI_API_KEY", "LAUNCHDARKLY_SDK_KEY"] {
+        let w = crash_and_resume(secret, "railway", "variableCollectionUpsert", 0);
+        assert_eq!(
+            w.rotations()[0]["outcome"],
+            "finished",
+            "{secret}: nothing failed, so it finishes"
+        );
+    }
 }
 
 #[test]
@@ -676,7 +810,8 @@ fn crash_while_watching_the_deploy_resumes_without_a_second_deploy() {
 #[test]
 fn crash_during_the_health_check_resumes_for_every_provider() {
     for secret in ["JWT_SECRET", "OPENAI_API_KEY", "LAUNCHDARKLY_SDK_KEY"] {
-        crash_and_resume(secret, "railway", "health", 0);
+        let w = crash_and_resume(secret, "railway", "health", 0);
+        assert_eq!(w.rotations()[0]["outcome"], "finished", "{secret}");
     }
 }
 
