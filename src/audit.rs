@@ -200,6 +200,20 @@ pub fn link(key: &MacKey, head: Option<&Head>, entry: &mut Entry) -> Head {
     seal_head(key, seq, &entry.mac)
 }
 
+/// Computes keyed fingerprints; cheap to clone and hand to providers.
+#[derive(Clone, Debug)]
+pub struct Fingerprinter(std::sync::Arc<MacKey>);
+
+impl Fingerprinter {
+    pub fn new(key: MacKey) -> Self {
+        Self(std::sync::Arc::new(key))
+    }
+
+    pub fn of(&self, value: &[u8]) -> String {
+        fingerprint(&self.0, value)
+    }
+}
+
 /// A keyed fingerprint of a value: identifies it across entries without revealing it.
 pub fn fingerprint(key: &MacKey, value: &[u8]) -> String {
     hex(&key.sign(value)[..12])

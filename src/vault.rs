@@ -77,7 +77,7 @@ struct Keys {
     /// Seals and opens values.
     key: VaultKey,
     audit: MacKey,
-    fingerprint: MacKey,
+    fingerprint: audit::Fingerprinter,
 }
 
 /// What an operation hands back to be recorded with it.
@@ -587,7 +587,7 @@ impl Vault {
             tx.save_secret(&row)?;
             tx.insert_version(name.as_str(), version, now, &sealed.nonce, &sealed.ciphertext, "{}")?;
             let mut details = json!({
-                "fingerprint": audit::fingerprint(&keys.fingerprint, value.expose().as_bytes()),
+                "fingerprint": keys.fingerprint.of(value.expose().as_bytes()),
                 "generated": options.generated,
             });
             if let Some(expected) = options.if_version {
@@ -826,6 +826,12 @@ impl Vault {
         details: serde_json::Value,
     ) -> Result<(), VaultError> {
         self.audited(action, secret, |_, _| Ok(Done::new((), None, details)))
+    }
+
+    /// Keyed fingerprints of values, for records that must identify a value without
+    /// revealing it.
+    pub fn fingerprinter(&self) -> audit::Fingerprinter {
+        self.keys.fingerprint.clone()
     }
 
     /// A secret's labels and bookkeeping, without its value (`None` if it does not exist).
@@ -1109,7 +1115,7 @@ impl Keys {
     fn derive(vault_id: Vec<u8>, key: VaultKey) -> Result<Self, CryptoError> {
         Ok(Self {
             audit: key.audit_key(&vault_id)?,
-            fingerprint: key.fingerprint_key(&vault_id)?,
+            fingerprint: audit::Fingerprinter::new(key.fingerprint_key(&vault_id)?),
             vault_id,
             key,
         })

@@ -3,7 +3,7 @@
 //! through the overlap) or its mobile key (no expiry: the old key dies at once).
 //!
 //! A reset is not idempotent: repeating it kills the key just minted. So the key
-//! before the reset is recorded (as a SHA-256, in the intent), and before any retry —
+//! before the reset is recorded (as a keyed fingerprint, in the intent), and before any retry —
 //! and on resume after a crash — the environment is read back: if its key changed, the
 //! reset happened and that key is the new value. A reset whose rotation was rolled
 //! back is reused rather than repeated: LaunchDarkly's reset cannot be undone.
@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::{value_of, Minted, Provider, RotationCtx};
-use crate::crypto::sha256_hex;
 use crate::policy::LaunchDarklySettings;
 use crate::rotation::retry::ExternalError;
 
@@ -113,18 +112,18 @@ impl LaunchDarkly {
             .await
     }
 
-    fn minted(&self, env: &Environment) -> Result<Minted, ExternalError> {
+    fn minted(&self, ctx: &RotationCtx, env: &Environment) -> Result<Minted, ExternalError> {
         let value = value_of(Zeroizing::new(self.key_of(env).to_string()), SERVICE)?;
         Ok(Minted {
             value,
-            handle: json!({ "key_sha256": sha256_hex(self.key_of(env).as_bytes()) }),
+            handle: json!({ "key_fingerprint": ctx.fingerprint.of(self.key_of(env).as_bytes()) }),
         })
     }
 
     /// The environment's key differs from the one recorded before the reset.
     fn changed(&self, ctx: &RotationCtx, env: &Environment) -> bool {
-        let before = ctx.state.get("key_before_sha256").and_then(|v| v.as_str());
-        before.is_some_and(|b| b != sha256_hex(self.key_of(env).as_bytes()))
+        let before = ctx.state.get("key_before").and_then(|v| v.as_str());
+        before.is_some_and(|b| b != ctx.fingerprint.of(self.key_of(env).as_bytes()))
     }
 
     fn reset_request(&self, ctx: &RotationCtx) -> reqwest::RequestBuilder {
@@ -146,7 +145,7 @@ impl LaunchDarkly {
 impl Provider for LaunchDarkly {
     async fn intent(&self, ctx: &RotationCtx) -> Result<Value, ExternalError> {
         let env = self.read(ctx).await?;
-        Ok(json!({ "key_before_sha256": sha256_hex(self.key_of(&env).as_bytes()) }))
+        Ok(json!({ "key_before": ctx.fingerprint.of(self.key_of(&env).as_bytes()) }))
     }
 
     async fn create(&self, ctx: &RotationCtx) -> Result<Minted, ExternalError> {
@@ -154,11 +153,11 @@ impl Provider for LaunchDarkly {
         if let Some(pending) = &ctx.pending {
             if pending.expose() == self.key_of(&env) {
                 // An earlier reset's key, kept as pending: reuse it, do not reset again.
-                return self.minted(&env);
+                return self.minted(ctx, &env);
             }
         }
         if self.changed(ctx, &env) {
-            return self.minted(&env);
+            return self.minted(ctx, &env);
         }
         ctx.retry
             .run(|attempt| async move {
@@ -166,11 +165,11 @@ impl Provider for LaunchDarkly {
                     // Never reset blindly twice: did the last attempt take effect?
                     let env = self.send(ctx, ctx.http.get(self.env_url())).await?;
                     if self.changed(ctx, &env) {
-                        return self.minted(&env);
+                        return self.minted(ctx, &env);
                     }
                 }
                 let env = self.send(ctx, self.reset_request(ctx)).await?;
-                self.minted(&env)
+                self.minted(ctx, &env)
             })
             .await
     }
@@ -178,7 +177,7 @@ impl Provider for LaunchDarkly {
     async fn recover(&self, ctx: &RotationCtx) -> Result<Option<Minted>, ExternalError> {
         let env = self.read(ctx).await?;
         if self.changed(ctx, &env) {
-            Ok(Some(self.minted(&env)?))
+            Ok(Some(self.minted(ctx, &env)?))
         } else {
             Ok(None)
         }

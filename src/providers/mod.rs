@@ -35,6 +35,9 @@ pub struct RotationCtx {
     pub credential: Option<SecretValue>,
     pub http: reqwest::Client,
     pub retry: RetryPolicy,
+    /// Keyed fingerprints, for recording which credential a service holds without
+    /// recording the credential.
+    pub fingerprint: crate::audit::Fingerprinter,
 }
 
 /// A newly minted credential: its value and the handle needed to revoke it later

@@ -136,6 +136,7 @@ pub struct Engine {
     http: reqwest::Client,
     holder: String,
     held: Vec<String>,
+    fingerprint: crate::audit::Fingerprinter,
 }
 
 /// This boot of this machine, to tell a dead lock holder from a live one.
@@ -190,6 +191,7 @@ impl Engine {
         let holder = format!("{}:{}:{nonce}", boot_id(), std::process::id());
         let mut vault = vault;
         vault.hold_leases_as(&holder, LOCK_TTL_MS);
+        let fingerprint = vault.fingerprinter();
         Ok(Self {
             vault,
             policies,
@@ -197,6 +199,7 @@ impl Engine {
             http,
             holder,
             held: Vec::new(),
+            fingerprint,
         })
     }
 
@@ -614,6 +617,7 @@ impl Engine {
             credential: run.credential.clone(),
             http: self.http.clone(),
             retry: self.options.retry.clone(),
+            fingerprint: self.fingerprint.clone(),
         }
     }
 
