@@ -159,6 +159,7 @@ const LABEL_AAD: &[u8] = b"secret/v1/aad";
 const LABEL_KEY_CHECK: &[u8] = b"secret/v1/key-check";
 const LABEL_AUDIT_MAC: &[u8] = b"secret/v1/audit-mac";
 const LABEL_FINGERPRINT: &[u8] = b"secret/v1/fingerprint";
+const LABEL_TOKEN: &[u8] = b"secret/v1/token-hash";
 
 impl VaultKey {
     pub fn generate() -> Result<Self, CryptoError> {
@@ -204,6 +205,11 @@ impl VaultKey {
     /// The key that chains audit entries.
     pub fn audit_key(&self, vault_id: &[u8]) -> Result<MacKey, CryptoError> {
         self.mac_key(vault_id, LABEL_AUDIT_MAC)
+    }
+
+    /// The key that hashes API tokens before they are stored.
+    pub fn token_key(&self, vault_id: &[u8]) -> Result<MacKey, CryptoError> {
+        self.mac_key(vault_id, LABEL_TOKEN)
     }
 
     /// The key for value fingerprints in the audit log.

@@ -31,6 +31,7 @@ pub mod model;
 pub mod policy;
 pub mod providers;
 pub mod rotation;
+pub mod scope;
 pub mod standin;
 pub mod store;
 pub mod targets;

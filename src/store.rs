@@ -27,6 +27,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_rotation",
         include_str!("../migrations/0002_rotation.sql"),
     ),
+    ("0003_tokens", include_str!("../migrations/0003_tokens.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -171,6 +172,19 @@ pub struct RotationRow {
     pub error: Option<String>,
     pub provider_state: String,
     pub deployments: String,
+}
+
+/// An API token as stored: never the token itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub hash: Vec<u8>,
+    pub scopes: Vec<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub last_used_at_ms: Option<i64>,
 }
 
 /// One recorded step of a rotation.
@@ -464,6 +478,23 @@ fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
         error: r.get(13)?,
         provider_state: r.get(14)?,
         deployments: r.get(15)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, hash, scopes, created_at, expires_at, revoked_at, last_used_at";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    let scopes: String = r.get(3)?;
+    Ok(TokenRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        hash: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        created_at_ms: r.get(4)?,
+        expires_at_ms: r.get(5)?,
+        revoked_at_ms: r.get(6)?,
+        last_used_at_ms: r.get(7)?,
     })
 }
 
@@ -819,6 +850,51 @@ impl Tx<'_> {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // --- tokens ------------------------------------------------------------------------
+
+    pub fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at, revoked_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                row.id,
+                row.name,
+                row.hash,
+                serde_json::to_string(&row.scopes).unwrap_or_else(|_| "[]".into()),
+                row.created_at_ms,
+                row.expires_at_ms,
+                row.revoked_at_ms,
+                row.last_used_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], token_row).optional()?)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"))?;
+        let rows = stmt.query_map([], token_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let n = self.0.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id, now_ms])?;
+        Ok(())
     }
 
     // --- locks -------------------------------------------------------------------------
