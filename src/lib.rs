@@ -23,15 +23,18 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod providers;
 pub mod rotation;
 pub mod scope;
+pub mod service;
 pub mod standin;
 pub mod store;
 pub mod targets;

@@ -15,7 +15,7 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 pub const MAX_NAME_BYTES: usize = 255;
 
 /// Bad input from a user: what is wrong and what is allowed. Never carries a value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
     #[error(
         "invalid secret name: {0}; names look like environment variables: \

@@ -852,6 +852,23 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    // --- savepoints: several operations in one transaction, each undone alone ----------
+
+    pub fn savepoint(&self) -> Result<(), StoreError> {
+        self.0.execute_batch("SAVEPOINT op")?;
+        Ok(())
+    }
+
+    pub fn release(&self) -> Result<(), StoreError> {
+        self.0.execute_batch("RELEASE op")?;
+        Ok(())
+    }
+
+    pub fn rollback_to_savepoint(&self) -> Result<(), StoreError> {
+        self.0.execute_batch("ROLLBACK TO op; RELEASE op")?;
+        Ok(())
+    }
+
     // --- tokens ------------------------------------------------------------------------
 
     pub fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
@@ -873,12 +890,16 @@ impl Tx<'_> {
     }
 
     pub fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?;
+        let mut stmt = self
+            .0
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?;
         Ok(stmt.query_row([id], token_row).optional()?)
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"))?;
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))?;
         let rows = stmt.query_map([], token_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -892,7 +913,9 @@ impl Tx<'_> {
     }
 
     pub fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?;
+        let mut stmt = self
+            .0
+            .prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?;
         stmt.execute(params![id, now_ms])?;
         Ok(())
     }

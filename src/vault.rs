@@ -23,7 +23,10 @@ use crate::model::{
     VersionSelector,
 };
 use crate::store::{Durability, KeyringKind, KeyringRow, Store, StoreError, Tx, VaultRow};
-pub use crate::store::{RotationRow, SecretRow, StepRow};
+pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
+
+mod api;
+pub use api::{ApiCall, CallError, Op, Reply};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -78,6 +81,8 @@ struct Keys {
     key: VaultKey,
     audit: MacKey,
     fingerprint: audit::Fingerprinter,
+    /// Hashes API tokens.
+    token: MacKey,
 }
 
 /// What an operation hands back to be recorded with it.
@@ -179,6 +184,146 @@ fn check_lease(
             "this process lost the rotation lock of {secret} to another; it stops here"
         ))),
     }
+}
+
+/// Reads one version's value inside a transaction.
+fn read_in(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    name: &SecretName,
+    selector: VersionSelector,
+) -> Result<Revealed, VaultError> {
+    let row = live_secret(tx, name)?;
+    let number = match selector {
+        VersionSelector::Label(label) => {
+            let v = match label {
+                Label::Current => row.current_version,
+                Label::Pending => row.pending_version,
+                Label::Previous => row.previous_version,
+            };
+            v.and_then(VersionNumber::new).ok_or_else(|| {
+                VaultError::NotFound(format!("{name} has no {} version", label.as_str()))
+            })?
+        }
+        VersionSelector::Number(n) => n,
+    };
+    let version = tx.version(name.as_str(), number)?.ok_or_else(|| {
+        VaultError::NotFound(format!(
+            "{name} has no version {number} (latest is {}); `secret history {name}` lists them",
+            row.latest_version
+        ))
+    })?;
+    let (Some(nonce), Some(ciphertext)) = (&version.nonce, &version.ciphertext) else {
+        return Err(VaultError::NotFound(format!(
+            "version {number} of {name} was destroyed"
+        )));
+    };
+    let integrity = || {
+        VaultError::Integrity(format!(
+            "version {number} of {name} does not decrypt: its stored ciphertext was altered or \
+             moved from another row; restore the vault from a backup"
+        ))
+    };
+    let slot = ValueSlot {
+        vault_id: &keys.vault_id,
+        name: name.as_str(),
+        version: number.get(),
+    };
+    let plaintext = keys
+        .key
+        .open(&slot, nonce, ciphertext)
+        .map_err(|_| integrity())?;
+    let value = SecretValue::from_bytes(plaintext, true).map_err(|_| integrity())?;
+    Ok(Revealed {
+        name: name.clone(),
+        version: number,
+        created_at_ms: version.created_at_ms,
+        value,
+    })
+}
+
+/// Writes a new current version inside a transaction; returns it and its audit details.
+fn write_in(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    name: &SecretName,
+    value: &SecretValue,
+    options: &SetOptions,
+) -> Result<(VersionNumber, serde_json::Value), VaultError> {
+    let now = now_ms();
+    let existing = tx.secret(name.as_str())?;
+    let current = existing
+        .as_ref()
+        .and_then(|r| r.current_version)
+        .unwrap_or(0);
+    if let Some(row) = &existing {
+        if row.deleted_at_ms.is_some() {
+            return Err(VaultError::Conflict(format!(
+                "{name} is deleted; `secret undelete {name}` it before writing a new version"
+            )));
+        }
+    }
+    if let Some(id) = tx.rotation_in_progress(name.as_str())? {
+        return Err(VaultError::Conflict(format!(
+            "rotation {id} of {name} is in progress; let it finish (`secret rotate --due`) \
+                 before setting a new value"
+        )));
+    }
+    if let Some(expected) = options.if_version {
+        if expected != current {
+            let state = if existing.is_none() {
+                "does not exist".to_string()
+            } else {
+                format!("is at version {current}")
+            };
+            return Err(VaultError::Conflict(format!(
+                "version check failed: {name} {state}, not {expected}; re-read it and retry"
+            )));
+        }
+    }
+    let mut row = existing.unwrap_or_else(|| SecretRow {
+        name: name.as_str().to_string(),
+        description: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        deleted_at_ms: None,
+        latest_version: 0,
+        current_version: None,
+        pending_version: None,
+        previous_version: None,
+    });
+    let version = VersionNumber::new(row.latest_version + 1)
+        .ok_or_else(|| VaultError::Conflict(format!("{name} has run out of version numbers")))?;
+    let slot = ValueSlot {
+        vault_id: &keys.vault_id,
+        name: name.as_str(),
+        version: version.get(),
+    };
+    let sealed = keys.key.seal(&slot, value.expose().as_bytes())?;
+    row.latest_version = version.get();
+    row.previous_version = row.current_version;
+    row.current_version = Some(version.get());
+    row.updated_at_ms = now;
+    if options.description.is_some() {
+        row.description = options.description.clone();
+    }
+    tx.save_secret(&row)?;
+    tx.insert_version(
+        name.as_str(),
+        version,
+        now,
+        &sealed.nonce,
+        &sealed.ciphertext,
+        "{}",
+    )?;
+    let mut details = json!({
+        "fingerprint": keys.fingerprint.of(value.expose().as_bytes()),
+        "generated": options.generated,
+    });
+    if let Some(expected) = options.if_version {
+        details["if_version"] = json!(expected);
+    }
+    Ok((version, details))
 }
 
 fn not_found(name: &SecretName) -> VaultError {
@@ -472,50 +617,15 @@ impl Vault {
         purpose: Option<&str>,
     ) -> Result<Revealed, VaultError> {
         self.named("get", raw_name, |tx, keys, name| {
-            let row = live_secret(tx, name)?;
-            let number = match selector {
-                VersionSelector::Label(label) => {
-                    let v = match label {
-                        Label::Current => row.current_version,
-                        Label::Pending => row.pending_version,
-                        Label::Previous => row.previous_version,
-                    };
-                    v.and_then(VersionNumber::new).ok_or_else(|| {
-                        VaultError::NotFound(format!("{name} has no {} version", label.as_str()))
-                    })?
-                }
-                VersionSelector::Number(n) => n,
-            };
-            let version = tx.version(name.as_str(), number)?.ok_or_else(|| {
-                VaultError::NotFound(format!(
-                    "{name} has no version {number} (latest is {}); `secret history {name}` lists them",
-                    row.latest_version
-                ))
-            })?;
-            let (Some(nonce), Some(ciphertext)) = (&version.nonce, &version.ciphertext) else {
-                return Err(VaultError::NotFound(format!("version {number} of {name} was destroyed")));
-            };
-            let integrity = || {
-                VaultError::Integrity(format!(
-                    "version {number} of {name} does not decrypt: its stored ciphertext was altered or \
-                     moved from another row; restore the vault from a backup"
-                ))
-            };
-            let slot = ValueSlot { vault_id: &keys.vault_id, name: name.as_str(), version: number.get() };
-            let plaintext = keys.key.open(&slot, nonce, ciphertext).map_err(|_| integrity())?;
-            let value = SecretValue::from_bytes(plaintext, true).map_err(|_| integrity())?;
+            let revealed = read_in(tx, keys, name, selector)?;
             let selector_text = match selector {
                 VersionSelector::Label(l) => l.as_str(),
                 VersionSelector::Number(_) => "version",
             };
+            let version = revealed.version.get();
             Ok(Done::new(
-                Revealed {
-                    name: name.clone(),
-                    version: number,
-                    created_at_ms: version.created_at_ms,
-                    value,
-                },
-                Some(number.get()),
+                revealed,
+                Some(version),
                 match purpose {
                     Some(p) => json!({ "selector": selector_text, "purpose": p }),
                     None => json!({ "selector": selector_text }),
@@ -534,65 +644,7 @@ impl Vault {
     ) -> Result<VersionNumber, VaultError> {
         self.named("set", raw_name, |tx, keys, name| {
             let value = value?;
-            let now = now_ms();
-            let existing = tx.secret(name.as_str())?;
-            let current = existing.as_ref().and_then(|r| r.current_version).unwrap_or(0);
-            if let Some(row) = &existing {
-                if row.deleted_at_ms.is_some() {
-                    return Err(VaultError::Conflict(format!(
-                        "{name} is deleted; `secret undelete {name}` it before writing a new version"
-                    )));
-                }
-            }
-            if let Some(id) = tx.rotation_in_progress(name.as_str())? {
-                return Err(VaultError::Conflict(format!(
-                    "rotation {id} of {name} is in progress; let it finish (`secret rotate --due`) \
-                     before setting a new value"
-                )));
-            }
-            if let Some(expected) = options.if_version {
-                if expected != current {
-                    let state = if existing.is_none() {
-                        "does not exist".to_string()
-                    } else {
-                        format!("is at version {current}")
-                    };
-                    return Err(VaultError::Conflict(format!(
-                        "version check failed: {name} {state}, not {expected}; re-read it and retry"
-                    )));
-                }
-            }
-            let mut row = existing.unwrap_or_else(|| SecretRow {
-                name: name.as_str().to_string(),
-                description: None,
-                created_at_ms: now,
-                updated_at_ms: now,
-                deleted_at_ms: None,
-                latest_version: 0,
-                current_version: None,
-                pending_version: None,
-                previous_version: None,
-            });
-            let version = VersionNumber::new(row.latest_version + 1)
-                .ok_or_else(|| VaultError::Conflict(format!("{name} has run out of version numbers")))?;
-            let slot = ValueSlot { vault_id: &keys.vault_id, name: name.as_str(), version: version.get() };
-            let sealed = keys.key.seal(&slot, value.expose().as_bytes())?;
-            row.latest_version = version.get();
-            row.previous_version = row.current_version;
-            row.current_version = Some(version.get());
-            row.updated_at_ms = now;
-            if options.description.is_some() {
-                row.description = options.description.clone();
-            }
-            tx.save_secret(&row)?;
-            tx.insert_version(name.as_str(), version, now, &sealed.nonce, &sealed.ciphertext, "{}")?;
-            let mut details = json!({
-                "fingerprint": keys.fingerprint.of(value.expose().as_bytes()),
-                "generated": options.generated,
-            });
-            if let Some(expected) = options.if_version {
-                details["if_version"] = json!(expected);
-            }
+            let (version, details) = write_in(tx, keys, name, &value, options)?;
             Ok(Done::new(version, Some(version.get()), details))
         })
     }
@@ -1116,6 +1168,7 @@ impl Keys {
         Ok(Self {
             audit: key.audit_key(&vault_id)?,
             fingerprint: audit::Fingerprinter::new(key.fingerprint_key(&vault_id)?),
+            token: key.token_key(&vault_id)?,
             vault_id,
             key,
         })
