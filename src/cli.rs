@@ -138,6 +138,59 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// API tokens: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run the HTTP API and the rotation scheduler until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// A self-contained demo: a throwaway vault, local stand-ins for Railway, OpenAI and
+    /// LaunchDarkly, and `serve` rotating all three secrets on a short schedule.
+    Demo {
+        /// How long the server runs before the demo prints what happened.
+        #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+        run_for: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8200", value_name = "ADDR")]
+    pub listen: String,
+    /// Serve the API only; no rotations run from this process.
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Time between scheduler passes.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub tick: std::time::Duration,
+    /// On SIGTERM, how long to wait for a rotation pass in progress before exiting
+    /// anyway (what it leaves is resumed at the next start).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is kept.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, secrets:list, secrets:read:GLOB, secrets:write:GLOB, rotate:GLOB, audit:read
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime (e.g. 30d); none by default.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -281,11 +334,14 @@ pub fn run(cli: Cli) -> Result<(), VaultError> {
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => rotation::policy_check(&ctx, dir),
+        Command::Token { command } => token_command(&ctx, command),
+        Command::Serve(args) => crate::serve::run_cli(&ctx, args),
+        Command::Demo { run_for } => crate::demo::run(run_for),
     }
 }
 
 /// Where things are, resolved once from flags, environment and XDG defaults.
-pub(crate) struct Context {
+pub struct Context {
     pub(crate) vault_path: PathBuf,
     identity_flag: Option<PathBuf>,
     pub(crate) quiet: bool,
@@ -839,6 +895,77 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
             }
             table.print(false);
             Ok(())
+        }
+    }
+}
+
+fn token_command(ctx: &Context, command: TokenCommand) -> Result<(), VaultError> {
+    let mut vault = ctx.open()?;
+    match command {
+        TokenCommand::Create { name, scopes, ttl } => {
+            let (row, token) = vault.create_token(&name, &scopes, ttl)?;
+            if !ctx.quiet {
+                eprintln!(
+                    "created token {} ({}) with scopes {}{}; it is shown once:",
+                    row.id,
+                    row.name,
+                    row.scopes.join(" "),
+                    row.expires_at_ms
+                        .map(|t| format!(", expiring {}", rfc3339(t, false)))
+                        .unwrap_or_default()
+                );
+            }
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            stdout_result(
+                out.write_all(token.expose_secret().as_bytes())
+                    .and_then(|_| out.write_all(b"\n")),
+            )
+        }
+        TokenCommand::List { json } => {
+            let tokens = vault.tokens()?;
+            let now = vault::now_ms();
+            let rows: Vec<serde_json::Value> = tokens
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "id": t.id, "name": t.name, "scopes": t.scopes,
+                        "created_at": rfc3339(t.created_at_ms, true),
+                        "expires_at": t.expires_at_ms.map(|x| rfc3339(x, true)),
+                        "revoked_at": t.revoked_at_ms.map(|x| rfc3339(x, true)),
+                        "last_used_at": t.last_used_at_ms.map(|x| rfc3339(x, true)),
+                        "state": if t.revoked_at_ms.is_some() { "revoked" }
+                                 else if t.expires_at_ms.is_some_and(|x| x <= now) { "expired" }
+                                 else { "active" },
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+                return Ok(());
+            }
+            let mut table = Table::new(&["ID", "NAME", "STATE", "SCOPES", "LAST USED"]);
+            for (t, r) in tokens.iter().zip(&rows) {
+                table.row(vec![
+                    t.id.clone(),
+                    t.name.clone(),
+                    r["state"].as_str().unwrap_or("").into(),
+                    t.scopes.join(" "),
+                    t.last_used_at_ms
+                        .map(|x| age(now, x))
+                        .unwrap_or_else(|| "never".into()),
+                ]);
+            }
+            table.print(false);
+            Ok(())
+        }
+        TokenCommand::Revoke { id } => {
+            let changed = vault.revoke_token(&id)?;
+            ctx.say(if changed {
+                format!("revoked {id}")
+            } else {
+                format!("{id} was already revoked")
+            })
         }
     }
 }

@@ -168,6 +168,11 @@ impl VaultKey {
         Ok(Self { bytes })
     }
 
+    /// A copy for a second connection of the same process (zeroized on drop too).
+    pub fn try_clone(&self) -> Result<Self, CryptoError> {
+        Self::from_slice(self.bytes.as_ref())
+    }
+
     fn from_slice(raw: &[u8]) -> Result<Self, CryptoError> {
         if raw.len() != KEY_LEN {
             return Err(CryptoError::MalformedWrappedKey);

@@ -36,7 +36,12 @@ pub const OUTCOMES: [&str; 3] = ["finished", "rolled_back", "failed"];
 
 fn duration_histogram() -> Histogram {
     // 1 s … about 4.5 h: a rotation waits for deploys.
-    Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 16384.0].into_iter())
+    Histogram::new(
+        [
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 16384.0,
+        ]
+        .into_iter(),
+    )
 }
 
 /// Everything `/metrics` exports.
@@ -82,7 +87,11 @@ impl Metrics {
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
             // prometheus-client appends `_total` to counters itself.
-            r.register("secret_rotations", "Rotations by secret and outcome", m.rotations.clone());
+            r.register(
+                "secret_rotations",
+                "Rotations by secret and outcome",
+                m.rotations.clone(),
+            );
             r.register(
                 "secret_rotation_duration_seconds",
                 "Time from a rotation's start to its end",
@@ -98,15 +107,31 @@ impl Metrics {
                 "Age of each secret's current version",
                 m.version_age.clone(),
             );
-            r.register("secret_overdue_secrets", "Secrets past their schedule or max_age", m.overdue.clone());
-            r.register("secret_api_requests", "API requests by route and status", m.requests.clone());
-            r.register("secret_audit_chain_ok", "1 when the audit chain verified, 0 when broken", m.audit_chain_ok.clone());
+            r.register(
+                "secret_overdue_secrets",
+                "Secrets past their schedule or max_age",
+                m.overdue.clone(),
+            );
+            r.register(
+                "secret_api_requests",
+                "API requests by route and status",
+                m.requests.clone(),
+            );
+            r.register(
+                "secret_audit_chain_ok",
+                "1 when the audit chain verified, 0 when broken",
+                m.audit_chain_ok.clone(),
+            );
             r.register(
                 "secret_scheduler_last_run_timestamp_seconds",
                 "When the scheduler last ran (unix seconds)",
                 m.scheduler_last_run.clone(),
             );
-            r.register("secret_scheduler_leader", "1 when this process holds the scheduler lease", m.scheduler_leader.clone());
+            r.register(
+                "secret_scheduler_leader",
+                "1 when this process holds the scheduler lease",
+                m.scheduler_leader.clone(),
+            );
         }
         m
     }
@@ -114,17 +139,34 @@ impl Metrics {
     /// Creates a secret's rotation counters at zero.
     pub fn know_secret(&self, secret: &str) {
         for outcome in OUTCOMES {
-            let _ = self.rotations.get_or_create(&RotationLabels { secret: secret.into(), outcome: outcome.into() });
+            let _ = self.rotations.get_or_create(&RotationLabels {
+                secret: secret.into(),
+                outcome: outcome.into(),
+            });
         }
     }
 
     pub fn rotation_ended(&self, secret: &str, outcome: &str, seconds: f64) {
-        self.rotations.get_or_create(&RotationLabels { secret: secret.into(), outcome: outcome.into() }).inc();
-        self.rotation_duration.get_or_create(&SecretLabel { secret: secret.into() }).observe(seconds);
+        self.rotations
+            .get_or_create(&RotationLabels {
+                secret: secret.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.rotation_duration
+            .get_or_create(&SecretLabel {
+                secret: secret.into(),
+            })
+            .observe(seconds);
     }
 
     pub fn request(&self, route: &str, status: u16) {
-        self.requests.get_or_create(&RequestLabels { route: route.into(), status: status.to_string() }).inc();
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.into(),
+                status: status.to_string(),
+            })
+            .inc();
     }
 
     /// The text exposition format.
@@ -148,8 +190,16 @@ mod tests {
         m.know_secret("JWT_SECRET");
         m.rotation_ended("JWT_SECRET", "finished", 3.0);
         m.request("/v1/secrets/{name}", 200);
-        m.seconds_until_due.get_or_create(&SecretLabel { secret: "JWT_SECRET".into() }).set(-5.0);
-        m.version_age.get_or_create(&SecretLabel { secret: "JWT_SECRET".into() }).set(60.0);
+        m.seconds_until_due
+            .get_or_create(&SecretLabel {
+                secret: "JWT_SECRET".into(),
+            })
+            .set(-5.0);
+        m.version_age
+            .get_or_create(&SecretLabel {
+                secret: "JWT_SECRET".into(),
+            })
+            .set(60.0);
         let text = m.render();
         let exported: std::collections::BTreeSet<String> = text
             .lines()
@@ -171,14 +221,22 @@ mod tests {
         }
         // Every secret_* name that deploy/ mentions is exported.
         let root = env!("CARGO_MANIFEST_DIR");
-        for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/secret-dashboard.json"] {
+        for file in [
+            "deploy/prometheus/alerts.yml",
+            "deploy/grafana/secret-dashboard.json",
+        ] {
             let body = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
             let mut rest = body.as_str();
             while let Some(i) = rest.find("secret_") {
                 let tail = &rest[i..];
-                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
                 let name = &tail[..end];
-                let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+                let base = name
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
                 let is_metric = exported.iter().any(|e| e == name || e.starts_with(base));
                 let preceded_by_word = i > 0 && rest.as_bytes()[i - 1].is_ascii_alphanumeric();
                 if !preceded_by_word && name.len() > "secret_".len() && name.contains('_') {

@@ -78,7 +78,10 @@ impl VaultService {
     /// Carries out one API call (batched with whatever else is waiting).
     pub async fn call(&self, call: ApiCall) -> Result<Reply, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Job::Call(call, tx)).await.map_err(|_| CallError::Vault(gone()))?;
+        self.jobs
+            .send(Job::Call(call, tx))
+            .await
+            .map_err(|_| CallError::Vault(gone()))?;
         rx.await.map_err(|_| CallError::Vault(gone()))?
     }
 

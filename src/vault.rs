@@ -108,6 +108,7 @@ pub struct Vault {
     actor: Actor,
     last_head: Option<Head>,
     lease: Option<Lease>,
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for Vault {
@@ -426,6 +427,7 @@ impl Vault {
                 actor,
                 last_head: Some(head),
                 lease: None,
+                clock: crate::clock::Clock::System,
             }),
             Err(e) => {
                 drop(store);
@@ -475,6 +477,7 @@ impl Vault {
             actor,
             last_head: None,
             lease: None,
+            clock: crate::clock::Clock::System,
         };
         if has_unkeyed {
             vault.fold_unkeyed()?;
@@ -880,6 +883,37 @@ impl Vault {
         self.audited(action, secret, |_, _| Ok(Done::new((), None, details)))
     }
 
+    /// A second connection to the same vault, already unlocked (the scheduler's, beside
+    /// the API's): the same keys, actor and clock.
+    pub fn another_connection(&self) -> Result<Vault, VaultError> {
+        let store = Store::open(self.store.path())?;
+        let keys = Keys::derive(self.keys.vault_id.clone(), self.keys.key.try_clone()?)?;
+        Ok(Vault {
+            store,
+            keys,
+            actor: self.actor.clone(),
+            last_head: None,
+            lease: None,
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// Records this process's operations as `actor` from now on (the scheduler's
+    /// connection is `scheduler`).
+    pub fn set_actor(&mut self, actor: Actor) {
+        self.actor = actor;
+    }
+
+    /// Takes time from `clock` for rotation records and leases (tests use a paused clock).
+    pub fn set_clock(&mut self, clock: crate::clock::Clock) {
+        self.clock = clock;
+    }
+
+    /// Now, by this vault's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Keyed fingerprints of values, for records that must identify a value without
     /// revealing it.
     pub fn fingerprinter(&self) -> audit::Fingerprinter {
@@ -994,7 +1028,7 @@ impl Vault {
         detail: serde_json::Value,
         effect: StepEffect,
     ) -> Result<(), VaultError> {
-        let at = now_ms();
+        let at = self.clock.now_ms();
         let keys = &self.keys;
         let actor = &self.actor;
         let action = format!("rotate.{step}");
@@ -1131,7 +1165,7 @@ impl Vault {
         ttl_ms: i64,
         liveness: impl Fn(&str) -> Liveness,
     ) -> Result<Result<(), Held>, VaultError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         Ok(self.store.write(|tx| {
             if let Some((current, expires)) = tx.lock(name)? {
                 let held = current != holder

@@ -4,7 +4,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -30,30 +29,12 @@ fn load_policies(dir: &Path) -> Result<PolicySet, VaultError> {
     }
 }
 
-/// Engine settings from the environment: `SECRET_POLL_INTERVAL_MS` and
-/// `SECRET_RETRY_BASE_MS` tune deploy polling and backoff (tests and demos shorten them).
+/// Engine settings: defaults tuned by the environment, progress on a terminal.
 fn engine_options(trigger: &'static str) -> EngineOptions {
-    let ms = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-    };
-    let mut options = EngineOptions {
+    EngineOptions {
         progress: std::io::stderr().is_terminal(),
-        trigger,
-        ..Default::default()
-    };
-    if let Some(poll) = ms("SECRET_POLL_INTERVAL_MS") {
-        options.poll_interval = poll;
+        ..EngineOptions::from_env(trigger)
     }
-    if let Some(base) = ms("SECRET_RETRY_BASE_MS") {
-        options.retry.base = base;
-    }
-    if let Some(timeout) = ms("SECRET_HTTP_TIMEOUT_MS") {
-        options.http_timeout = timeout;
-    }
-    options
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {

@@ -24,7 +24,7 @@ use crate::model::{Label, SecretValue, VersionSelector};
 use crate::policy::{Generator, PolicySet, SecretPolicy};
 use crate::providers::{self, Minted, Provider, RotationCtx};
 use crate::targets::{self, DeploymentId, Variables};
-use crate::vault::{now_ms, Liveness, RotationRow, StepEffect, Vault};
+use crate::vault::{Liveness, RotationRow, StepEffect, Vault};
 
 /// How the engine behaves; defaults suit production.
 #[derive(Clone, Debug)]
@@ -38,6 +38,8 @@ pub struct EngineOptions {
     pub http_timeout: Duration,
     /// How a rotation was started: `manual`, `due` or `scheduler`.
     pub trigger: &'static str,
+    /// At most this many new rotations start in one pass (the rest wait for the next).
+    pub max_new_rotations: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -48,7 +50,35 @@ impl Default for EngineOptions {
             poll_interval: Duration::from_secs(3),
             http_timeout: Duration::from_secs(30),
             trigger: "manual",
+            max_new_rotations: None,
         }
+    }
+}
+
+impl EngineOptions {
+    /// Defaults, tuned by `SECRET_POLL_INTERVAL_MS`, `SECRET_RETRY_BASE_MS` and
+    /// `SECRET_HTTP_TIMEOUT_MS` (tests and the demo shorten them).
+    pub fn from_env(trigger: &'static str) -> Self {
+        let ms = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        };
+        let mut options = Self {
+            trigger,
+            ..Default::default()
+        };
+        if let Some(poll) = ms("SECRET_POLL_INTERVAL_MS") {
+            options.poll_interval = poll;
+        }
+        if let Some(base) = ms("SECRET_RETRY_BASE_MS") {
+            options.retry.base = base;
+        }
+        if let Some(timeout) = ms("SECRET_HTTP_TIMEOUT_MS") {
+            options.http_timeout = timeout;
+        }
+        options
     }
 }
 
@@ -72,6 +102,8 @@ pub struct Outcome {
     pub old_version: Option<u64>,
     pub new_version: Option<u64>,
     pub error: Option<String>,
+    /// From the rotation's start to now.
+    pub duration_ms: i64,
 }
 
 impl Outcome {
@@ -83,6 +115,7 @@ impl Outcome {
             old_version: None,
             new_version: None,
             error: Some(error),
+            duration_ms: 0,
         }
     }
 }
@@ -137,6 +170,8 @@ pub struct Engine {
     holder: String,
     held: Vec<String>,
     fingerprint: crate::audit::Fingerprinter,
+    /// Rotation ids promised to API callers, by secret.
+    assigned: BTreeMap<String, String>,
 }
 
 /// This boot of this machine, to tell a dead lock holder from a live one.
@@ -148,7 +183,7 @@ fn boot_id() -> String {
 
 /// Whether a recorded holder (`boot:pid:nonce`) still runs. A holder on this boot is
 /// checked by pid; one from another boot or machine cannot be, and its lease decides.
-fn holder_liveness(holder: &str) -> Liveness {
+pub fn holder_liveness(holder: &str) -> Liveness {
     let mut parts = holder.split(':');
     let (Some(boot), Some(pid)) = (
         parts.next(),
@@ -200,7 +235,30 @@ impl Engine {
             holder,
             held: Vec::new(),
             fingerprint,
+            assigned: BTreeMap::new(),
         })
+    }
+
+    /// This process's lock holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The next new rotation of `secret` gets this id (an API request promised it).
+    pub fn assign_id(&mut self, secret: &str, id: &str) {
+        self.assigned.insert(secret.to_string(), id.to_string());
+    }
+
+    /// When the current version of a secret was written.
+    pub fn current_created(&mut self, secret: &str) -> Result<Option<i64>, VaultError> {
+        match self
+            .vault
+            .secret_state(secret)?
+            .and_then(|s| s.current_version)
+        {
+            Some(v) => self.vault.version_created(secret, v),
+            None => Ok(None),
+        }
     }
 
     /// The vault, for reads after a pass.
@@ -266,7 +324,7 @@ impl Engine {
     }
 
     async fn pass(&mut self, request: Request) -> Result<RunReport, VaultError> {
-        let now = now_ms();
+        let now = self.vault.now();
         let mut report = RunReport::default();
         let wanted: Option<BTreeSet<String>> = match &request {
             Request::Names(names) => {
@@ -312,6 +370,7 @@ impl Engine {
                     error: Some(format!(
                         "another process is rotating {secret}; try again when it is done"
                     )),
+                    duration_ms: 0,
                 });
             }
         }
@@ -362,6 +421,10 @@ impl Engine {
             report.outcomes.push(outcome);
         }
         fresh.retain(|p| !blocked.contains(p.name.as_str()));
+        if let Some(max) = self.options.max_new_rotations {
+            // Bounded work per pass; the rest are still due at the next one.
+            fresh.truncate(max);
+        }
 
         // One secret's problem (a missing credential, a policy turned manual) is its
         // own outcome, not the end of the pass.
@@ -416,6 +479,7 @@ impl Engine {
                 old_version: run.row.old_version,
                 new_version: run.row.new_version,
                 error: run.row.error.clone(),
+                duration_ms: self.vault.now() - run.row.started_at_ms,
             });
         }
         Ok(report)
@@ -515,8 +579,11 @@ impl Engine {
     }
 
     fn start(&mut self, policy: SecretPolicy) -> Result<Run, VaultError> {
-        let now = now_ms();
-        let id = format!("rot_{}", crypto::hex(&crypto::random_array::<6>()?));
+        let now = self.vault.now();
+        let id = match self.assigned.remove(policy.name.as_str()) {
+            Some(id) => id,
+            None => format!("rot_{}", crypto::hex(&crypto::random_array::<6>()?)),
+        };
         let state = self.vault.secret_state(policy.name.as_str())?;
         let has_current = state
             .as_ref()
@@ -605,7 +672,7 @@ impl Engine {
         RotationCtx {
             rotation_id: run.row.id.clone(),
             secret: run.row.secret.clone(),
-            now_ms: now_ms(),
+            now_ms: self.vault.now(),
             grace: run.policy.grace,
             state: parse_json(&run.row.provider_state),
             current: run.current.clone(),
@@ -625,7 +692,7 @@ impl Engine {
     fn fail(&mut self, run: &mut Run, step: &str, err: &ExternalError) -> Result<(), VaultError> {
         run.row.state = "failed".into();
         run.row.outcome = Some("failed".into());
-        run.row.finished_at_ms = Some(now_ms());
+        run.row.finished_at_ms = Some(self.vault.now());
         run.row.error = Some(format!("{step}: {err}"));
         self.note(format!("{}: {step} failed: {err}", run.row.secret));
         self.vault.rotation_step(
@@ -832,18 +899,58 @@ impl Engine {
             for &i in &members {
                 vars.extend(Self::forward_vars(&runs[i]));
             }
-            let result = async {
-                let target =
-                    self.build_target(&target_name, &format!("rotation {}", ids.join(",")))?;
-                self.note(format!(
-                    "push {} to {}",
-                    vars.keys().cloned().collect::<Vec<_>>().join(", "),
-                    target.describe()
-                ));
-                target.deliver(&vars).await?;
-                target.deploy().await
-            }
-            .await;
+            // The newest deployment before ours is recorded before the deploy call, so
+            // that a pass resumed after a crash can tell whether that call took effect.
+            let marker = format!("{target_name}#before");
+            let recorded: Option<Option<DeploymentId>> = members.iter().find_map(|&i| {
+                parse_json(&runs[i].row.deployments)
+                    .get(&marker)
+                    .map(|v| v.as_str().map(|s| DeploymentId(s.to_string())))
+            });
+            let target = self.build_target(&target_name, &format!("rotation {}", ids.join(",")));
+            let result = match target {
+                Err(e) => Err(e),
+                Ok(target) => {
+                    self.note(format!(
+                        "push {} to {}",
+                        vars.keys().cloned().collect::<Vec<_>>().join(", "),
+                        target.describe()
+                    ));
+                    match target.deliver(&vars).await {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            let before = match recorded {
+                                Some(before) => Ok(before),
+                                None => target.latest_deployment().await,
+                            };
+                            match before {
+                                Err(e) => Err(e),
+                                Ok(before) => {
+                                    for &i in &members {
+                                        let run = &mut runs[i];
+                                        let mut deployments = parse_json(&run.row.deployments);
+                                        if let Some(map) = deployments.as_object_mut() {
+                                            map.insert(
+                                                marker.clone(),
+                                                json!(before.as_ref().map(|d| d.0.clone())),
+                                            );
+                                        }
+                                        run.row.deployments = deployments.to_string();
+                                        self.vault.rotation_step(
+                                            &mut run.row,
+                                            "deploying",
+                                            "ok",
+                                            json!({ "target": target_name, "latest_before": before.as_ref().map(|d| d.0.clone()) }),
+                                            StepEffect::None,
+                                        )?;
+                                    }
+                                    target.deploy(before.as_ref()).await
+                                }
+                            }
+                        }
+                    }
+                }
+            };
             match result {
                 Ok(deployment) => {
                     fresh_deploys.insert(
@@ -979,7 +1086,7 @@ impl Engine {
     }
 
     async fn finish(&mut self, run: &mut Run) -> Result<(), VaultError> {
-        let now = now_ms();
+        let now = self.vault.now();
         let needs_revoke = run.provider.revokes() || run.policy.previous_as.is_some();
         run.row.outcome = Some("finished".into());
         run.row.finished_at_ms = Some(now);
@@ -1077,7 +1184,8 @@ impl Engine {
             let result = async {
                 let target = self.build_target(&target_name, "rollback")?;
                 target.deliver(&vars).await?;
-                let deployment = target.deploy().await?;
+                let before = target.latest_deployment().await?;
+                let deployment = target.deploy(before.as_ref()).await?;
                 let show = |line: String| spinner.set_message(format!("rollback: {line}"));
                 target.wait_healthy(deployment.as_ref(), &show).await
             }
@@ -1120,7 +1228,7 @@ impl Engine {
             };
             run.row.state = "rolled_back".into();
             run.row.outcome = Some("rolled_back".into());
-            run.row.finished_at_ms = Some(now_ms());
+            run.row.finished_at_ms = Some(self.vault.now());
             if !notes.is_empty() {
                 let base = run.row.error.clone().unwrap_or_default();
                 run.row.error = Some(format!("{base}; {}", notes.join("; ")));
@@ -1145,6 +1253,7 @@ impl Engine {
             old_version: row.old_version,
             new_version: row.new_version,
             error: None,
+            duration_ms: 0,
         };
         let Some(policy) = self.policies.secrets.get(&row.secret).cloned() else {
             outcome.result = "revoke_failed".into();
@@ -1165,7 +1274,8 @@ impl Engine {
                     let step = async {
                         let target = self.build_target(target_name, "revoke")?;
                         target.deliver(&vars).await?;
-                        let deployment = target.deploy().await?;
+                        let before = target.latest_deployment().await?;
+                        let deployment = target.deploy(before.as_ref()).await?;
                         target.wait_healthy(deployment.as_ref(), &|_| {}).await
                     }
                     .await;
@@ -1179,7 +1289,7 @@ impl Engine {
         match result {
             Ok(()) => {
                 row.state = "done".into();
-                row.revoked_at_ms = Some(now_ms());
+                row.revoked_at_ms = Some(self.vault.now());
                 self.vault.rotation_step(
                     &mut row,
                     "revoke",

@@ -102,7 +102,14 @@ impl Target for Dotenv {
         })
     }
 
-    async fn deploy(&self) -> Result<Option<DeploymentId>, ExternalError> {
+    async fn latest_deployment(&self) -> Result<Option<DeploymentId>, ExternalError> {
+        Ok(None)
+    }
+
+    async fn deploy(
+        &self,
+        _before: Option<&DeploymentId>,
+    ) -> Result<Option<DeploymentId>, ExternalError> {
         Ok(None)
     }
 

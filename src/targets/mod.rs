@@ -26,8 +26,17 @@ pub trait Target: Send + Sync {
     /// redeploys). Re-sending the same values is harmless.
     async fn deliver(&self, vars: &Variables) -> Result<(), ExternalError>;
 
-    /// Starts the one deployment of this pass, if the target redeploys.
-    async fn deploy(&self) -> Result<Option<DeploymentId>, ExternalError>;
+    /// The newest deployment of the service, if the target deploys.
+    async fn latest_deployment(&self) -> Result<Option<DeploymentId>, ExternalError>;
+
+    /// Starts the one deployment of this pass, if the target redeploys. `before` is the
+    /// newest deployment before this pass's first attempt: if a newer one exists, an
+    /// earlier attempt (lost response, or a process killed mid-call) made it, and it is
+    /// returned instead of deploying again.
+    async fn deploy(
+        &self,
+        before: Option<&DeploymentId>,
+    ) -> Result<Option<DeploymentId>, ExternalError>;
 
     /// Waits until a deployment succeeded and the service answers its health check.
     /// `progress` is told each status seen.

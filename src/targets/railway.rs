@@ -78,6 +78,15 @@ pub struct ServiceInstanceDeployV2;
 )]
 pub struct DeploymentStatus;
 
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schemas/railway-schema.json",
+    query_path = "src/targets/railway.graphql",
+    variables_derives = "Debug",
+    response_derives = "Debug"
+)]
+pub struct LatestDeployment;
+
 pub struct Railway {
     policy: RailwayTarget,
     token: SecretValue,
@@ -260,7 +269,22 @@ impl Target for Railway {
         Ok(())
     }
 
-    async fn deploy(&self) -> Result<Option<DeploymentId>, ExternalError> {
+    async fn latest_deployment(&self) -> Result<Option<DeploymentId>, ExternalError> {
+        let body = LatestDeployment::build_query(latest_deployment::Variables {
+            environment_id: self.policy.environment_id.clone(),
+            service_id: self.policy.service_id.clone(),
+        });
+        let data: latest_deployment::ResponseData = self.retry.run(|_| self.call(&body)).await?;
+        Ok(data
+            .service_instance
+            .latest_deployment
+            .map(|d| DeploymentId(d.id)))
+    }
+
+    async fn deploy(
+        &self,
+        before: Option<&DeploymentId>,
+    ) -> Result<Option<DeploymentId>, ExternalError> {
         if !self.policy.redeploy {
             return Ok(None);
         }
@@ -268,25 +292,20 @@ impl Target for Railway {
             environment_id: self.policy.environment_id.clone(),
             service_id: self.policy.service_id.clone(),
         });
-        // Not retried on a lost response: a second call is a second deployment.
+        // A second call is a second deployment: never repeat one that may have
+        // happened. Whether it did shows in the service's latest deployment, compared
+        // with the one before the call.
         let body = &body;
-        let data: service_instance_deploy_v2::ResponseData = self
-            .retry
+        self.retry
             .run(|_| async move {
-                match self.call(body).await {
-                    Err(e) if e.maybe_applied => Err(ExternalError {
-                        kind: crate::rotation::retry::ErrorKind::Permanent,
-                        message: format!(
-                            "{} — the deploy may have started; not repeated",
-                            e.message
-                        ),
-                        ..e
-                    }),
-                    other => other,
+                let latest = self.latest_deployment().await?;
+                if latest.is_some() && latest.as_ref() != before {
+                    return Ok(latest);
                 }
+                let data: service_instance_deploy_v2::ResponseData = self.call(body).await?;
+                Ok(Some(DeploymentId(data.service_instance_deploy_v2)))
             })
-            .await?;
-        Ok(Some(DeploymentId(data.service_instance_deploy_v2)))
+            .await
     }
 
     async fn wait_healthy(

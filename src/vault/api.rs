@@ -16,7 +16,10 @@ use super::{append, now_ms, read_in, write_in, Done, Keys, Vault};
 use crate::audit::{Actor, AuditFilter, Entry};
 use crate::crypto;
 use crate::error::VaultError;
-use crate::model::{InputError, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber, VersionSelector};
+use crate::model::{
+    InputError, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
+    VersionSelector,
+};
 use crate::scope::{allows, Need, Scope};
 use crate::store::{Durability, RotationRow, SecretRow, StepRow, TokenRow, Tx};
 
@@ -48,15 +51,37 @@ impl std::fmt::Debug for ApiCall {
 #[derive(Debug)]
 pub enum Op {
     ListSecrets,
-    Read { name: String, version: Option<u64> },
-    Write { name: String, value: Result<SecretValue, InputError>, if_version: Option<u64> },
-    Versions { name: String },
-    /// Authorise and record a rotation request; the caller starts it.
-    Rotate { name: String, rotation_id: String },
-    Rotations { id: Option<String>, secret: Option<String>, limit: u64 },
-    Audit { filter: AuditFilter },
+    Read {
+        name: String,
+        version: Option<u64>,
+    },
+    Write {
+        name: String,
+        value: Result<SecretValue, InputError>,
+        if_version: Option<u64>,
+    },
+    Versions {
+        name: String,
+    },
+    /// Authorise and record a rotation request; the caller starts it. `rotatable` is the
+    /// caller's policy check, refused (and audited) only after auth and scope.
+    Rotate {
+        name: String,
+        rotation_id: String,
+        rotatable: Result<(), VaultError>,
+    },
+    Rotations {
+        id: Option<String>,
+        secret: Option<String>,
+        limit: u64,
+    },
+    Audit {
+        filter: AuditFilter,
+    },
     /// Public keys of a `jwt-ed25519` secret. No token needed.
-    Jwks { name: String },
+    Jwks {
+        name: String,
+    },
 }
 
 /// What the vault answers.
@@ -110,15 +135,24 @@ struct Caller {
 fn parse_token(text: &str) -> Option<(&str, &str)> {
     let rest = text.strip_prefix(TOKEN_PREFIX)?;
     let (id, secret) = rest.split_once('.')?;
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() >= 32).then_some((id, secret))
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() >= 32)
+        .then_some((id, secret))
 }
 
-fn authenticate(tx: &Tx<'_>, keys: &Keys, token: Option<&SecretString>, now: i64) -> Result<Caller, CallError> {
-    let token = token.ok_or_else(|| CallError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+fn authenticate(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    token: Option<&SecretString>,
+    now: i64,
+) -> Result<Caller, CallError> {
+    let token = token
+        .ok_or_else(|| CallError::Unauthorized("send Authorization: Bearer <token>".into()))?;
     let (id, secret) = parse_token(token.expose_secret())
         .ok_or_else(|| CallError::Unauthorized("the token is malformed".into()))?;
     let id = format!("tok_{id}");
-    let row = tx.token(&id)?.ok_or_else(|| CallError::Unauthorized("unknown token".into()))?;
+    let row = tx
+        .token(&id)?
+        .ok_or_else(|| CallError::Unauthorized("unknown token".into()))?;
     // Constant-time: HMAC verification of the presented secret against the stored hash.
     if !keys.token.verify(secret.as_bytes(), &row.hash) {
         return Err(CallError::Unauthorized("unknown token".into()));
@@ -138,7 +172,10 @@ fn require(caller: &Caller, need: Need<'_>, what: &str) -> Result<(), CallError>
     if allows(&caller.scopes, need) {
         Ok(())
     } else {
-        Err(CallError::Forbidden(format!("token {} lacks the scope for {what}", caller.id)))
+        Err(CallError::Forbidden(format!(
+            "token {} lacks the scope for {what}",
+            caller.id
+        )))
     }
 }
 
@@ -157,39 +194,74 @@ fn action_of(op: &Op) -> (&'static str, Option<&str>) {
 }
 
 /// Carries out one call inside the batch's transaction.
-fn handle(tx: &Tx<'_>, keys: &Keys, call: &ApiCall, caller: &Option<Caller>) -> Result<Done<Reply>, CallError> {
-    let caller_ref = || caller.as_ref().ok_or_else(|| CallError::Unauthorized("no token".into()));
+fn handle(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    call: &ApiCall,
+    caller: &Option<Caller>,
+) -> Result<Done<Reply>, CallError> {
+    let caller_ref = || {
+        caller
+            .as_ref()
+            .ok_or_else(|| CallError::Unauthorized("no token".into()))
+    };
     match &call.op {
         Op::Jwks { name } => {
             let name = SecretName::new(name).map_err(VaultError::from)?;
             let row = super::live_secret(tx, &name)?;
             let mut keys_out = Vec::new();
-            for v in [row.current_version, row.previous_version, row.pending_version].into_iter().flatten() {
-                let Some(number) = VersionNumber::new(v) else { continue };
+            for v in [
+                row.current_version,
+                row.previous_version,
+                row.pending_version,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let Some(number) = VersionNumber::new(v) else {
+                    continue;
+                };
                 if let Some(version) = tx.version(name.as_str(), number)? {
-                    let meta: serde_json::Value = serde_json::from_str(&version.meta).unwrap_or_default();
+                    let meta: serde_json::Value =
+                        serde_json::from_str(&version.meta).unwrap_or_default();
                     if let Some(jwk) = meta.get("jwk") {
                         keys_out.push(jwk.clone());
                     }
                 }
             }
             if keys_out.is_empty() {
-                return Err(VaultError::NotFound(format!("{name} has no public keys (it is not a jwt-ed25519 secret)")).into());
+                return Err(VaultError::NotFound(format!(
+                    "{name} has no public keys (it is not a jwt-ed25519 secret)"
+                ))
+                .into());
             }
-            Ok(Done::new(Reply::Jwks(json!({ "keys": keys_out })), row.current_version, json!({})))
+            Ok(Done::new(
+                Reply::Jwks(json!({ "keys": keys_out })),
+                row.current_version,
+                json!({}),
+            ))
         }
         Op::ListSecrets => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let secrets = tx.list_secrets(false)?;
             let count = secrets.len();
-            Ok(Done::new(Reply::Secrets(secrets), None, json!({ "count": count })))
+            Ok(Done::new(
+                Reply::Secrets(secrets),
+                None,
+                json!({ "count": count }),
+            ))
         }
         Op::Read { name, version } => {
-            require(caller_ref()?, Need::Read(name), &format!("secrets:read:{name}"))?;
+            require(
+                caller_ref()?,
+                Need::Read(name),
+                &format!("secrets:read:{name}"),
+            )?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
             let selector = match version {
                 Some(v) => VersionSelector::Number(
-                    VersionNumber::new(*v).ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
+                    VersionNumber::new(*v)
+                        .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
                 ),
                 None => VersionSelector::Label(crate::model::Label::Current),
             };
@@ -197,18 +269,36 @@ fn handle(tx: &Tx<'_>, keys: &Keys, call: &ApiCall, caller: &Option<Caller>) -> 
             let v = revealed.version.get();
             Ok(Done::new(Reply::Value(revealed), Some(v), json!({})))
         }
-        Op::Write { name, value, if_version } => {
-            require(caller_ref()?, Need::Write(name), &format!("secrets:write:{name}"))?;
+        Op::Write {
+            name,
+            value,
+            if_version,
+        } => {
+            require(
+                caller_ref()?,
+                Need::Write(name),
+                &format!("secrets:write:{name}"),
+            )?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
             let value = value.as_ref().map_err(|e| VaultError::Input(e.clone()))?;
-            let options = super::SetOptions { if_version: *if_version, description: None, generated: false };
+            let options = super::SetOptions {
+                if_version: *if_version,
+                description: None,
+                generated: false,
+            };
             let (version, details) = write_in(tx, keys, &name, value, &options)?;
-            Ok(Done::new(Reply::Written(version), Some(version.get()), details))
+            Ok(Done::new(
+                Reply::Written(version),
+                Some(version.get()),
+                details,
+            ))
         }
         Op::Versions { name } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let row = tx.secret(name.as_str())?.ok_or_else(|| super::not_found(&name))?;
+            let row = tx
+                .secret(name.as_str())?
+                .ok_or_else(|| super::not_found(&name))?;
             let versions: Vec<VersionMeta> = tx
                 .versions_of(name.as_str())?
                 .into_iter()
@@ -221,26 +311,50 @@ fn handle(tx: &Tx<'_>, keys: &Keys, call: &ApiCall, caller: &Option<Caller>) -> 
                 .collect();
             Ok(Done::new(Reply::Versions(row, versions), None, json!({})))
         }
-        Op::Rotate { name, rotation_id } => {
+        Op::Rotate {
+            name,
+            rotation_id,
+            rotatable,
+        } => {
             require(caller_ref()?, Need::Rotate(name), &format!("rotate:{name}"))?;
+            if let Err(e) = rotatable {
+                return Err(match e {
+                    VaultError::NotFound(m) => VaultError::NotFound(m.clone()),
+                    other => VaultError::Conflict(other.to_string()),
+                }
+                .into());
+            }
             let name = SecretName::new(name).map_err(VaultError::from)?;
             if let Some(open) = tx.rotation_in_progress(name.as_str())? {
-                return Err(VaultError::Conflict(format!("rotation {open} of {name} is already running")).into());
+                return Err(VaultError::Conflict(format!(
+                    "rotation {open} of {name} is already running"
+                ))
+                .into());
             }
             Ok(Done::new(
-                Reply::RotateAccepted { rotation_id: rotation_id.clone() },
+                Reply::RotateAccepted {
+                    rotation_id: rotation_id.clone(),
+                },
                 None,
                 json!({ "rotation": rotation_id }),
             ))
         }
         Op::Rotations { id, secret, limit } => {
-            require(caller_ref()?, Need::Rotations(secret.as_deref()), "rotate:<name> or audit:read")?;
+            require(
+                caller_ref()?,
+                Need::Rotations(secret.as_deref()),
+                "rotate:<name> or audit:read",
+            )?;
             let rows = match id {
                 Some(id) => {
                     let row = tx
                         .rotation(id)?
                         .ok_or_else(|| VaultError::NotFound(format!("no rotation {id}")))?;
-                    require(caller_ref()?, Need::Rotations(Some(&row.secret)), &format!("rotate:{}", row.secret))?;
+                    require(
+                        caller_ref()?,
+                        Need::Rotations(Some(&row.secret)),
+                        &format!("rotate:{}", row.secret),
+                    )?;
                     vec![row]
                 }
                 None => tx.rotations(secret.as_deref(), *limit)?,
@@ -256,7 +370,11 @@ fn handle(tx: &Tx<'_>, keys: &Keys, call: &ApiCall, caller: &Option<Caller>) -> 
             require(caller_ref()?, Need::AuditRead, "audit:read")?;
             let entries = tx.query_audit(filter)?;
             let n = entries.len();
-            Ok(Done::new(Reply::Audit(entries), None, json!({ "returned": n })))
+            Ok(Done::new(
+                Reply::Audit(entries),
+                None,
+                json!({ "returned": n }),
+            ))
         }
     }
 }
@@ -270,10 +388,14 @@ impl Vault {
         ttl: Option<Duration>,
     ) -> Result<(TokenRow, SecretString), VaultError> {
         if name.trim().is_empty() || name.len() > 100 {
-            return Err(VaultError::Usage("a token needs a --name of 1 to 100 characters".into()));
+            return Err(VaultError::Usage(
+                "a token needs a --name of 1 to 100 characters".into(),
+            ));
         }
         if scopes.is_empty() {
-            return Err(VaultError::Usage("a token needs at least one --scope".into()));
+            return Err(VaultError::Usage(
+                "a token needs at least one --scope".into(),
+            ));
         }
         for s in scopes {
             s.parse::<Scope>().map_err(VaultError::Usage)?;
@@ -281,7 +403,9 @@ impl Vault {
         let id_hex = crypto::hex(&crypto::random_array::<8>()?);
         let secret_bytes = crypto::random_bytes(32)?;
         use base64::Engine;
-        let secret = zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes.as_slice()));
+        let secret = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes.as_slice()),
+        );
         let now = now_ms();
         let row = TokenRow {
             id: format!("tok_{id_hex}"),
@@ -315,10 +439,16 @@ impl Vault {
     pub fn revoke_token(&mut self, id: &str) -> Result<bool, VaultError> {
         self.audited("token.revoke", None, |tx, _| {
             if tx.token(id)?.is_none() {
-                return Err(VaultError::NotFound(format!("no token {id}; `secret token list` shows them")));
+                return Err(VaultError::NotFound(format!(
+                    "no token {id}; `secret token list` shows them"
+                )));
             }
             let changed = tx.revoke_token(id, now_ms())?;
-            Ok(Done::new(changed, None, json!({ "token": id, "changed": changed })))
+            Ok(Done::new(
+                changed,
+                None,
+                json!({ "token": id, "changed": changed }),
+            ))
         })
     }
 
@@ -333,7 +463,11 @@ impl Vault {
                 let at = now_ms();
                 let (action, secret) = action_of(&call.op);
                 let needs_token = !matches!(call.op, Op::Jwks { .. });
-                let caller = if needs_token { authenticate(tx, keys, call.token.as_ref(), at).map(Some) } else { Ok(None) };
+                let caller = if needs_token {
+                    authenticate(tx, keys, call.token.as_ref(), at).map(Some)
+                } else {
+                    Ok(None)
+                };
                 tx.savepoint()?;
                 let outcome = caller.and_then(|caller| {
                     let done = handle(tx, keys, call, &caller)?;
@@ -342,7 +476,9 @@ impl Vault {
                 let (actor_name, result) = match outcome {
                     Ok((caller, done)) => {
                         tx.release()?;
-                        let name = caller.map(|c| format!("token:{}", c.id)).unwrap_or_else(|| "anonymous".into());
+                        let name = caller
+                            .map(|c| format!("token:{}", c.id))
+                            .unwrap_or_else(|| "anonymous".into());
                         (name, Ok(done))
                     }
                     Err(e) => {
@@ -350,11 +486,17 @@ impl Vault {
                         (token_actor(call.token.as_ref()), Err(e))
                     }
                 };
-                let actor = Actor { name: actor_name, pid: None, request_id: call.request_id.clone() };
+                let actor = Actor {
+                    name: actor_name,
+                    pid: None,
+                    request_id: call.request_id.clone(),
+                };
                 let mut details = json!({ "via": "api", "remote": call.remote });
                 let (outcome_code, version) = match &result {
                     Ok(done) => {
-                        if let (Some(map), Some(extra)) = (details.as_object_mut(), done.details.as_object()) {
+                        if let (Some(map), Some(extra)) =
+                            (details.as_object_mut(), done.details.as_object())
+                        {
                             map.extend(extra.clone());
                         }
                         ("ok", done.version)
@@ -366,7 +508,17 @@ impl Vault {
                 };
                 // An invalid name is not recorded: it may be a value in the wrong place.
                 let secret = secret.filter(|s| SecretName::new(s).is_ok());
-                append(tx, &keys.audit, &actor, at, action, secret, version, outcome_code, &details)?;
+                append(
+                    tx,
+                    &keys.audit,
+                    &actor,
+                    at,
+                    action,
+                    secret,
+                    version,
+                    outcome_code,
+                    &details,
+                )?;
                 replies.push(result.map(|done| done.value));
             }
             Ok::<_, VaultError>(replies)
@@ -385,7 +537,8 @@ impl Vault {
 
     /// Whether the store takes writes (for `/readyz`).
     pub fn check_writable(&mut self) -> Result<(), VaultError> {
-        Ok(self.store.write_with(Durability::Committed, |_| Ok::<_, VaultError>(()))?)
+        self.store
+            .write_with(Durability::Committed, |_| Ok::<_, VaultError>(()))
     }
 }
 
@@ -404,7 +557,10 @@ mod tests {
     #[test]
     fn tokens_parse_only_in_their_own_shape() {
         let secret = "a".repeat(43);
-        assert_eq!(parse_token(&format!("secret_0123456789abcdef.{secret}")), Some(("0123456789abcdef", secret.as_str())));
+        assert_eq!(
+            parse_token(&format!("secret_0123456789abcdef.{secret}")),
+            Some(("0123456789abcdef", secret.as_str()))
+        );
         assert!(parse_token("Bearer x").is_none());
         assert!(parse_token(&format!("secret_0123.{secret}")).is_none());
         assert!(parse_token("secret_0123456789abcdef.short").is_none());
@@ -413,16 +569,24 @@ mod tests {
     #[test]
     fn debug_of_a_call_hides_its_token_and_value() {
         let call = ApiCall {
-            token: Some(SecretString::from("secret_0123456789abcdef.topsecret-token".to_string())),
+            token: Some(SecretString::from(
+                "secret_0123456789abcdef.topsecret-token".to_string(),
+            )),
             remote: "127.0.0.1".into(),
             request_id: "r".into(),
             op: Op::Write {
                 name: "X".into(),
-                value: SecretValue::from_bytes(zeroize::Zeroizing::new(b"the-value".to_vec()), false),
+                value: SecretValue::from_bytes(
+                    zeroize::Zeroizing::new(b"the-value".to_vec()),
+                    false,
+                ),
                 if_version: None,
             },
         };
         let shown = format!("{call:?}");
-        assert!(!shown.contains("topsecret") && !shown.contains("the-value"), "{shown}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("the-value"),
+            "{shown}"
+        );
     }
 }

@@ -403,7 +403,15 @@ fn rotate_all_three_secrets_end_to_end_with_one_upsert_and_one_deploy() {
             .map(|s| s["step"].as_str().unwrap())
             .collect();
         assert!(
-            steps.starts_with(&["start", "intent", "create", "push", "verify", "finish"]),
+            steps.starts_with(&[
+                "start",
+                "intent",
+                "create",
+                "deploying",
+                "push",
+                "verify",
+                "finish"
+            ]),
             "{steps:?}"
         );
     }
@@ -928,4 +936,119 @@ fn the_shipped_example_policies_parse() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let run = env.run(&["policy", "check", dir]).ok();
     assert!(run.stdout.contains("no problems"), "{}", run.stdout);
+}
+
+#[test]
+fn sigterm_during_a_rotation_exits_cleanly_and_the_next_start_completes_it() {
+    let w = World::new("1h");
+    // A policy directory where JWT_SECRET is due every second.
+    let fast = w.env.path("fast-policies");
+    std::fs::create_dir_all(&fast).unwrap();
+    let original = std::fs::read_to_string(w.env.path("policies/rotation.toml")).unwrap();
+    std::fs::write(
+        fast.join("rotation.toml"),
+        original.replace(
+            "every = \"7d\"\ngrace = \"1h\"",
+            "every = \"1s\"\ngrace = \"1s\"",
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    w.railway
+        .faults()
+        .inject("variableCollectionUpsert", Fault::Hang);
+    let mut serve = w
+        .env
+        .command(&[
+            "--policies",
+            fast.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tick",
+            "200ms",
+            "--shutdown-grace",
+            "500ms",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    w.wait_for(
+        || w.railway.journal_count("variableCollectionUpsert"),
+        1,
+        "the scheduler's push",
+    );
+    // SIGTERM, as Railway sends it.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = serve.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "serve exits 0 on SIGTERM");
+    let r = w
+        .rotations()
+        .into_iter()
+        .find(|r| r["secret"] == "JWT_SECRET")
+        .unwrap();
+    assert_eq!(
+        r["outcome"],
+        serde_json::Value::Null,
+        "left open, resumable: {r}"
+    );
+    let id = r["id"].clone();
+    w.railway.faults().clear();
+    w.env
+        .run(&["--policies", fast.to_str().unwrap(), "rotate", "--due"])
+        .ok();
+    let r = w.rotations().into_iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(r["outcome"], "finished", "{r}");
+    w.assert_consistent();
+}
+
+#[test]
+fn a_lost_deploy_response_is_not_deployed_twice() {
+    let w = World::new("1h");
+    w.railway
+        .faults()
+        .inject("serviceInstanceDeployV2", Fault::LoseResponse);
+    w.rotate(&["JWT_SECRET"]).ok();
+    assert_eq!(
+        w.railway.deployments().len(),
+        1,
+        "the deploy that happened is watched, not repeated"
+    );
+    w.assert_consistent();
+}
+
+#[test]
+fn a_crash_after_the_deploy_call_took_effect_does_not_deploy_again() {
+    let w = World::new("1h");
+    // The deploy happens but its answer is lost; the check that follows hangs; kill.
+    w.railway
+        .faults()
+        .inject("serviceInstanceDeployV2", Fault::LoseResponse);
+    w.railway
+        .faults()
+        .inject("serviceInstance", Fault::Delay(Duration::ZERO));
+    w.railway
+        .faults()
+        .inject("serviceInstance", Fault::Delay(Duration::ZERO));
+    w.railway.faults().inject("serviceInstance", Fault::Hang);
+    let mut child = w.spawn_rotate(&["JWT_SECRET"]);
+    w.wait_for(
+        || w.railway.journal_count("serviceInstance"),
+        3,
+        "the check after the lost deploy",
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(w.railway.deployments().len(), 1);
+    w.railway.faults().clear();
+    w.rotate(&["--due"]).ok();
+    assert_eq!(
+        w.railway.deployments().len(),
+        1,
+        "resumed without a second deploy"
+    );
+    assert_eq!(w.rotations()[0]["outcome"], "finished");
+    w.assert_consistent();
 }

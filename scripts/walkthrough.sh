@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local demo: builds `secret`, then walks through a throwaway vault —
+# A walk through the CLI: builds `secret`, then uses a throwaway vault —
 # init, set, get, versions, CAS, history, the audit trail and its verification.
 # Nothing outside a temp dir is touched; it is removed at the end.
 set -euo pipefail

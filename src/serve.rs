@@ -1,0 +1,191 @@
+//! `secret serve`: the HTTP API and the rotation scheduler in one process, until
+//! SIGTERM or SIGINT.
+//!
+//! The API talks to the vault through the vault thread (`service`); the scheduler runs
+//! on a thread of its own with its own vault connection and runtime, so a rotation
+//! waiting on a deploy never slows a read. On a signal the listener stops taking
+//! requests and drains, and the scheduler stops after its current pass (or, if that
+//! takes longer than the grace period, the process exits anyway: every step is
+//! persisted, so the next start resumes what was interrupted).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::VaultError;
+use crate::metrics::Metrics;
+use crate::policy::PolicySet;
+use crate::scheduler::{self, SchedulerOptions};
+use crate::service::{ServeState, VaultService};
+use crate::vault::Vault;
+
+/// Serves on `listener` until `shutdown` turns true. `scheduler: None` serves the API only.
+pub async fn serve(
+    listener: TcpListener,
+    vault: Vault,
+    policies: PolicySet,
+    scheduler_options: Option<SchedulerOptions>,
+    shutdown: watch::Receiver<bool>,
+    shutdown_grace: Duration,
+) -> Result<(), VaultError> {
+    let policies = Arc::new(policies);
+    let metrics = Arc::new(Metrics::new());
+    let (rotate_tx, rotate_rx) = mpsc::channel(256);
+    let scheduler_thread = match scheduler_options {
+        Some(options) => {
+            let mut engine_vault = vault.another_connection()?;
+            engine_vault.set_actor(crate::audit::Actor {
+                name: "scheduler".into(),
+                pid: Some(std::process::id()),
+                request_id: crate::crypto::hex(&crate::crypto::random_array::<8>()?),
+            });
+            let mut engine = scheduler::engine(engine_vault, &policies, options.max_new_rotations)?;
+            let (policies, metrics, shutdown) =
+                (policies.clone(), metrics.clone(), shutdown.clone());
+            let thread = std::thread::Builder::new()
+                .name("scheduler".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match runtime {
+                        Ok(rt) => {
+                            let result = rt.block_on(scheduler::run(
+                                &mut engine,
+                                policies,
+                                metrics,
+                                options,
+                                rotate_rx,
+                                shutdown,
+                            ));
+                            if let Err(e) = result {
+                                eprintln!("error: the scheduler stopped: {e}");
+                            }
+                        }
+                        Err(e) => eprintln!("error: cannot start the scheduler's runtime: {e}"),
+                    }
+                })
+                .map_err(|e| VaultError::Io(format!("cannot start the scheduler: {e}")))?;
+            Some(thread)
+        }
+        None => {
+            drop(rotate_rx);
+            None
+        }
+    };
+    // The audit chain is checked once at start; its status is a metric.
+    let chain_ok = match vault.another_connection() {
+        Ok(mut v) => v.audit_verify(None).is_ok(),
+        Err(_) => false,
+    };
+    metrics.audit_chain_ok.set(i64::from(chain_ok));
+    let (service, vault_thread) = VaultService::start(vault);
+    let state = ServeState {
+        vault: service,
+        metrics,
+        rotate: rotate_tx,
+        policies,
+    };
+    let app = crate::api::app(state);
+    let mut stop = shutdown.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+    .map_err(|e| VaultError::Io(format!("the server failed: {e}")))?;
+    if let Some(thread) = scheduler_thread {
+        let deadline = std::time::Instant::now() + shutdown_grace;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !thread.is_finished() {
+            eprintln!(
+                "the scheduler is still in a pass; leaving it to be resumed at the next start"
+            );
+        }
+    }
+    drop(vault_thread);
+    Ok(())
+}
+
+/// A watch that turns true on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        eprintln!("stopping: no new requests or rotations; finishing the current step");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// `secret serve` from the command line.
+pub fn run_cli(ctx: &crate::cli::Context, args: crate::cli::ServeArgs) -> Result<(), VaultError> {
+    let policies = if ctx.policies_dir.exists() {
+        crate::policy::load_dir(&ctx.policies_dir).map_err(|report| {
+            VaultError::Usage(format!(
+                "the policies in {} have problems:\n{report}",
+                ctx.policies_dir.display()
+            ))
+        })?
+    } else {
+        eprintln!(
+            "warning: no policy directory at {}: serving the API only, nothing will rotate",
+            ctx.policies_dir.display()
+        );
+        PolicySet::default()
+    };
+    let vault = ctx.open()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VaultError::Io(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| VaultError::Io(format!("cannot listen on {}: {e}", args.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| VaultError::Io(e.to_string()))?;
+        eprintln!("secret serve: listening on http://{addr}");
+        let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
+            tick: args.tick,
+            ..Default::default()
+        });
+        serve(
+            listener,
+            vault,
+            policies,
+            scheduler,
+            shutdown_on_signals(),
+            args.shutdown_grace,
+        )
+        .await
+    })
+}
