@@ -529,10 +529,12 @@ impl Vault {
         secret: Option<&str>,
         op: impl FnOnce(&Tx<'_>, &Keys) -> Result<Done<T>, VaultError>,
     ) -> Result<T, VaultError> {
-        let at = now_ms();
         let keys = &self.keys;
         let actor = &self.actor;
+        let clock = &self.clock;
         let result = self.store.write_with(durability_of(action), |tx| {
+            // Read under the write lock: entry times never go backwards against `seq`.
+            let at = clock.now_ms();
             let done = op(tx, keys)?;
             let head = append(
                 tx,
@@ -581,12 +583,13 @@ impl Vault {
     /// Best effort: the operation has already failed, and that error is what the
     /// caller reports.
     fn record_refusal(&mut self, action: &str, secret: Option<&str>, err: &VaultError) {
-        let at = now_ms();
         let keys = &self.keys;
         let actor = &self.actor;
+        let clock = &self.clock;
         let details = json!({ "error": err.to_string() });
         // A refusal changed nothing: its entry needs the same durability as a read's.
         let result = self.store.write_with(Durability::Committed, |tx| {
+            let at = clock.now_ms();
             append(
                 tx,
                 &keys.audit,
@@ -1028,9 +1031,9 @@ impl Vault {
         detail: serde_json::Value,
         effect: StepEffect,
     ) -> Result<(), VaultError> {
-        let at = self.clock.now_ms();
         let keys = &self.keys;
         let actor = &self.actor;
+        let clock = &self.clock;
         let action = format!("rotate.{step}");
         let outcome = if status == "ok" {
             "ok".to_string()
@@ -1043,6 +1046,7 @@ impl Vault {
         };
         let lease = self.lease.clone();
         let result = self.store.write(|tx| {
+            let at = clock.now_ms();
             check_lease(tx, lease.as_ref(), &rotation.secret, at)?;
             let mut row = tx.secret(&rotation.secret)?.ok_or_else(|| {
                 VaultError::NotFound(format!("no secret named {}", rotation.secret))

@@ -957,7 +957,7 @@ fn sigterm_during_a_rotation_exits_cleanly_and_the_next_start_completes_it() {
     w.railway
         .faults()
         .inject("variableCollectionUpsert", Fault::Hang);
-    let mut serve = w
+    let serve = w
         .env
         .command(&[
             "--policies",
@@ -982,8 +982,23 @@ fn sigterm_during_a_rotation_exits_cleanly_and_the_next_start_completes_it() {
     );
     // SIGTERM, as Railway sends it.
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let status = serve.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "serve exits 0 on SIGTERM");
+    let out = serve.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "serve exits 0 on SIGTERM");
+    // Nothing it logged carries a value.
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("listening"), "{log}");
+    for name in [
+        "JWT_SECRET",
+        "OPENAI_API_KEY",
+        "LAUNCHDARKLY_SDK_KEY",
+        "RAILWAY_TOKEN",
+        "OPENAI_ADMIN_KEY",
+    ] {
+        for v in w.known_values(name) {
+            assert!(!log.contains(&v), "a value of {name} is in serve's output");
+        }
+    }
     let r = w
         .rotations()
         .into_iter()
