@@ -960,9 +960,17 @@ impl Vault {
         let name = SecretName::new(raw_name)?;
         let number = VersionNumber::new(version)
             .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
-        let row = self.store.read(|tx| tx.version(name.as_str(), number))?;
-        let meta = row.map(|r| r.meta).unwrap_or_else(|| "{}".into());
-        Ok(serde_json::from_str(&meta).unwrap_or_else(|_| json!({})))
+        let row = self
+            .store
+            .read(|tx| tx.version(name.as_str(), number))?
+            .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
+        // A handle that does not parse is not "no handle": a revoke would then do nothing.
+        serde_json::from_str(&row.meta).map_err(|_| {
+            VaultError::Store(StoreError::Corrupt {
+                table: "versions",
+                reason: format!("the provider handle of version {version} of {name} is not JSON"),
+            })
+        })
     }
 
     /// Reads a value for a purpose other than showing it (a credential a rotation

@@ -532,6 +532,20 @@ impl Engine {
     ) -> Result<Run, VaultError> {
         let provider = providers::build(&policy.generator)
             .ok_or_else(|| VaultError::Usage(format!("{} is a manual secret", policy.name)))?;
+        // The recorded intent and deployments decide what a resume may repeat: if they
+        // do not parse, stop rather than guess (an empty intent would allow a second
+        // LaunchDarkly reset).
+        for (field, text) in [
+            ("provider_state", &row.provider_state),
+            ("deployments", &row.deployments),
+        ] {
+            if !serde_json::from_str::<Value>(text).is_ok_and(|v| v.is_object()) {
+                return Err(VaultError::Store(crate::store::StoreError::Corrupt {
+                    table: "rotations",
+                    reason: format!("{field} of rotation {} is not a JSON object", row.id),
+                }));
+            }
+        }
         let purpose = format!("rotation {}", row.id);
         let credential = match Self::credential_name(&policy) {
             Some(name) => Some(self.reveal(&name, Label::Current, &purpose)?.ok_or_else(|| {

@@ -1067,3 +1067,30 @@ fn a_crash_after_the_deploy_call_took_effect_does_not_deploy_again() {
     assert_eq!(w.rotations()[0]["outcome"], "finished");
     w.assert_consistent();
 }
+
+#[test]
+fn a_corrupt_rotation_record_stops_the_resume_instead_of_guessing() {
+    let w = World::new("1h");
+    w.railway
+        .faults()
+        .inject("variableCollectionUpsert", Fault::Hang);
+    let mut child = w.spawn_rotate(&["LAUNCHDARKLY_SDK_KEY"]);
+    w.wait_for(
+        || w.railway.journal_count("variableCollectionUpsert"),
+        1,
+        "the push",
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    w.railway.faults().clear();
+    // Someone edits the intent: without it a resume could not tell a reset happened.
+    w.env
+        .sql("UPDATE rotations SET provider_state = 'not json'");
+    let run = w.rotate(&["--due"]).code(6);
+    assert!(run.stdout.contains("not a JSON object"), "{}", run.stdout);
+    assert_eq!(
+        w.ld.reset_count(LD_PROJECT, LD_ENV),
+        1,
+        "no second reset on a guess"
+    );
+}
