@@ -161,12 +161,20 @@ pub fn run_cli(ctx: &crate::cli::Context, args: crate::cli::ServeArgs) -> Result
         );
         PolicySet::default()
     };
-    let vault = ctx.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| VaultError::Io(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
+        let shutdown = shutdown_on_signals();
+        if !ctx.vault_path.exists() {
+            // First deploy on a fresh volume: stay up (healthy, not ready) until the
+            // vault file is put in place, then serve it.
+            if !wait_for_vault(&args.listen, &ctx.vault_path, shutdown.clone()).await? {
+                return Ok(());
+            }
+        }
+        let vault = ctx.open()?;
         let listener = TcpListener::bind(&args.listen)
             .await
             .map_err(|e| VaultError::Io(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -183,9 +191,66 @@ pub fn run_cli(ctx: &crate::cli::Context, args: crate::cli::ServeArgs) -> Result
             vault,
             policies,
             scheduler,
-            shutdown_on_signals(),
+            shutdown,
             args.shutdown_grace,
         )
         .await
     })
+}
+
+/// Serves `/healthz` (200) and 503 for everything else until `path` exists. Returns
+/// false when a signal came first.
+async fn wait_for_vault(
+    listen: &str,
+    path: &std::path::Path,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<bool, VaultError> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| VaultError::Io(format!("cannot listen on {listen}: {e}")))?;
+    eprintln!(
+        "secret serve: no vault at {} yet; answering /healthz and waiting for it (create it \
+         with `secret init` or copy one there)",
+        path.display()
+    );
+    let message = format!("no vault at {} yet", path.display());
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .fallback(move || {
+            let message = message.clone();
+            async move {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({ "error": { "code": "unavailable", "message": message } })),
+                )
+            }
+        });
+    let (found_tx, mut found_rx) = watch::channel(false);
+    let watched = path.to_path_buf();
+    let mut stop = shutdown.clone();
+    let poll = tokio::spawn(async move {
+        loop {
+            if watched.exists() {
+                let _ = found_tx.send(true);
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = found_rx.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+        })
+        .await
+        .map_err(|e| VaultError::Io(format!("the server failed: {e}")))?;
+    poll.abort();
+    Ok(path.exists())
 }

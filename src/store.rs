@@ -81,6 +81,8 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// This connection committed a change (a synced write) since it opened.
+    changed: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -292,6 +294,7 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            changed: false,
         })
     }
 
@@ -363,6 +366,9 @@ impl Store {
             tx.0.commit().map_err(StoreError::from)?;
             Ok(value)
         })();
+        if result.is_ok() && !relaxed {
+            self.changed = true;
+        }
         if relaxed {
             self.conn
                 .pragma_update(None, "synchronous", "FULL")
@@ -402,17 +408,19 @@ impl Drop for Store {
     /// Each CLI command is a short process. SQLite's own checkpoint-on-close would
     /// cost every command several fsyncs and delete and recreate the WAL; never
     /// checkpointing is worse, because the next process then rebuilds its WAL index by
-    /// reading every frame. So a closing connection leaves a small WAL as it is and
-    /// folds a larger one into the database, truncating it. It does not wait for
-    /// readers (a running `serve`): their own checkpoints take over. Durability is
-    /// unaffected either way: every commit is already fsynced to the WAL.
+    /// reading every frame. So a connection that changed something folds the WAL into
+    /// the database and truncates it on close (the file alone then holds every change,
+    /// which is what a copy of it needs), while a read-only command leaves a small WAL
+    /// (at most the audit entries of a few reads) for the next process. It does not
+    /// wait for readers (a running `serve`): their own checkpoints take over.
+    /// Durability is unaffected either way: every commit is already in the WAL.
     fn drop(&mut self) {
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         let wal_len = fs::metadata(PathBuf::from(wal))
             .map(|m| m.len())
             .unwrap_or(0);
-        if wal_len > WAL_KEEP_BYTES {
+        if wal_len > 0 && (self.changed || wal_len > WAL_KEEP_BYTES) {
             let _ = self.conn.busy_timeout(Duration::ZERO);
             let _ = self.checkpoint_truncate();
         }

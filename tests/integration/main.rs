@@ -5,5 +5,6 @@
 mod audit;
 mod interop;
 mod rotation;
+mod serve;
 mod util;
 mod vault;

@@ -246,8 +246,10 @@ fn delete_hides_undelete_restores_destroy_wipes_one_version() {
 #[test]
 fn plaintext_never_reaches_the_database_or_its_wal() {
     let env = TestEnv::init();
-    // Hold the database open so the WAL is not checkpointed away between commands.
+    // Hold a read transaction open so the WAL cannot be checkpointed away between
+    // commands: every write of the test stays in it to be grepped.
     let holder = rusqlite::Connection::open(&env.vault).unwrap();
+    holder.execute_batch("BEGIN").unwrap();
     holder
         .query_row("SELECT count(*) FROM secrets", [], |_| Ok(()))
         .unwrap();
@@ -560,4 +562,18 @@ fn help_documents_the_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn after_a_change_the_database_file_alone_holds_it() {
+    let env = TestEnv::init();
+    env.set("COPY_ME", "copied-value");
+    env.get("COPY_ME");
+    // A copy of the file alone (as `cp` or a volume upload makes) has every change.
+    let copy = env.path("copy.db");
+    std::fs::copy(&env.vault, &copy).unwrap();
+    let run = env
+        .run(&["--vault", copy.to_str().unwrap(), "get", "COPY_ME"])
+        .ok();
+    assert_eq!(run.stdout, "copied-value");
 }
