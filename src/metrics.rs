@@ -32,7 +32,13 @@ pub struct RequestLabels {
 
 /// The outcomes a rotation counter is created for up front, so a first failure shows
 /// as an increase from 0.
-pub const OUTCOMES: [&str; 3] = ["finished", "rolled_back", "failed"];
+pub const OUTCOMES: [&str; 5] = [
+    "finished",
+    "rolled_back",
+    "failed",
+    "stuck",
+    "revoke_failed",
+];
 
 fn duration_histogram() -> Histogram {
     // 1 s … about 4.5 h: a rotation waits for deploys.

@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::VaultError;
 use crate::metrics::{Metrics, SecretLabel};
-use crate::policy::{Generator, PolicySet};
+use crate::policy::PolicySet;
 use crate::rotation::{Due, Engine, Request};
 use crate::service::RotateRequest;
-use crate::vault::{Liveness, Vault};
+use crate::vault::Vault;
 
 /// How the scheduler paces itself.
 #[derive(Clone, Debug)]
@@ -35,7 +35,9 @@ impl Default for SchedulerOptions {
             tick: Duration::from_secs(30),
             jitter: Duration::from_secs(5),
             max_new_rotations: 4,
-            lease_ttl: Duration::from_secs(120),
+            // Long enough for a pass that waits on deploys; a holder seen dead (its pid
+            // and start time gone) loses it at once anyway.
+            lease_ttl: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -66,6 +68,7 @@ pub async fn run(
         metrics.know_secret(name);
     }
     let holder = engine.holder().to_string();
+    engine.stop_on(shutdown.clone());
     let mut first = true;
     loop {
         let mut asked: Vec<RotateRequest> = Vec::new();
@@ -88,36 +91,56 @@ pub async fn run(
             .vault()
             .acquire_lock(LEASE, &holder, options.lease_ttl.as_millis() as i64, |h| {
                 crate::rotation::engine::holder_liveness(h)
-            })?
-            .is_ok();
+            })
+            .map(|r| r.is_ok());
+        let leader = match leader {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("scheduler: cannot check the lease ({e}); trying again next tick");
+                false
+            }
+        };
         metrics.scheduler_leader.set(i64::from(leader));
+        // Requested rotations run here whether or not this process leads: they are
+        // recorded in the vault, and the per-secret lock keeps them single.
+        let names: Vec<String> = asked.iter().map(|r| r.secret.clone()).collect();
+        if !names.is_empty() {
+            match engine.run(Request::Names(names)).await {
+                Ok(report) => record(&metrics, &report),
+                Err(e) => eprintln!("scheduler: requested rotation: {e}"),
+            }
+        }
         if leader {
-            for req in &asked {
-                engine.assign_id(&req.secret, &req.rotation_id);
+            match engine.run(Request::Due).await {
+                Ok(report) => record(&metrics, &report),
+                // One bad pass (a busy store, say) is not the end of the scheduler.
+                Err(e) => eprintln!("scheduler: pass failed ({e}); trying again next tick"),
             }
-            let names: Vec<String> = asked.iter().map(|r| r.secret.clone()).collect();
-            if !names.is_empty() {
-                let report = engine.run(Request::Names(names)).await?;
-                record(&metrics, &report);
-            }
-            let report = engine.run(Request::Due).await?;
-            record(&metrics, &report);
             metrics
                 .scheduler_last_run
                 .set(engine.vault().now() as f64 / 1000.0);
         }
-        update_gauges(engine, &policies, &metrics)?;
+        if let Err(e) = update_gauges(engine, &policies, &metrics) {
+            eprintln!("scheduler: cannot update the gauges: {e}");
+        }
     }
     let _ = engine.vault().release_lock(LEASE, &holder);
     metrics.scheduler_leader.set(0);
     Ok(())
 }
 
+/// Counts every run's result. Anything that needs a person (`failed`, `rolled_back`, a
+/// run that could not go on, a revoke that failed) is an outcome the alerts watch.
 fn record(metrics: &Metrics, report: &crate::rotation::RunReport) {
     for o in &report.outcomes {
-        if matches!(o.result.as_str(), "finished" | "rolled_back" | "failed") {
-            metrics.rotation_ended(&o.secret, &o.result, o.duration_ms as f64 / 1000.0);
-        }
+        let outcome = match o.result.as_str() {
+            "finished" | "rolled_back" | "failed" | "revoke_failed" => o.result.as_str(),
+            "not_started" | "stuck" => "stuck",
+            r if r.starts_with("stopped_in_") => "stuck",
+            // Revokes that worked and secrets another process is rotating are not runs.
+            _ => continue,
+        };
+        metrics.rotation_ended(&o.secret, outcome, o.duration_ms as f64 / 1000.0);
     }
 }
 
@@ -143,14 +166,7 @@ fn update_gauges(
             Due::Manual { overdue_at: None } => 0.0,
         };
         metrics.seconds_until_due.get_or_create(&label).set(seconds);
-        let is_overdue = match &due {
-            Due::Manual { overdue_at } => {
-                policy.generator == Generator::Manual && overdue_at.is_none_or(|t| t <= now)
-            }
-            // A scheduled secret is overdue once past due by a tick's worth of slack.
-            Due::At(t) => *t + 60_000 < now,
-            Due::Now => false,
-        };
+        let is_overdue = due.is_overdue(now);
         if is_overdue {
             overdue += 1;
         }
@@ -163,11 +179,6 @@ fn update_gauges(
     }
     metrics.overdue.set(overdue);
     Ok(())
-}
-
-/// Whether another process's scheduler lease is live (for tests and `/readyz`).
-pub fn lease_liveness(holder: &str) -> Liveness {
-    crate::rotation::engine::holder_liveness(holder)
 }
 
 /// Opens the scheduler's own engine over its own vault connection.
@@ -265,6 +276,7 @@ mod tests {
     }
 
     /// Starts a scheduler on its own connection; returns its stop switch and metrics.
+    /// Starts a scheduler on its own connection; returns its stop switch and metrics.
     fn start(
         s: &Setup,
     ) -> (
@@ -272,19 +284,31 @@ mod tests {
         Arc<Metrics>,
         tokio::task::JoinHandle<()>,
     ) {
+        // No API here: the request channel closes at once, which the scheduler ignores.
+        let (stop, metrics, task, _requests) = start_with_requests(s);
+        (stop, metrics, task)
+    }
+
+    type Started = (
+        watch::Sender<bool>,
+        Arc<Metrics>,
+        tokio::task::JoinHandle<()>,
+        mpsc::Sender<RotateRequest>,
+    );
+
+    fn start_with_requests(s: &Setup) -> Started {
         let vault = s.vault.another_connection().unwrap();
         let mut engine = engine(vault, &s.policies, 4).unwrap();
         let (stop, stopped) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
-        let (_tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(8);
         let (policies, m) = (s.policies.clone(), metrics.clone());
         let task = tokio::task::spawn_local(async move {
-            let _keep = _tx;
             run(&mut engine, policies, m, options(), rx, stopped)
                 .await
                 .unwrap();
         });
-        (stop, metrics, task)
+        (stop, metrics, task, tx)
     }
 
     fn rotations(s: &mut Setup) -> Vec<crate::vault::RotationRow> {
@@ -372,6 +396,59 @@ mod tests {
                 assert_eq!(metrics_b.scheduler_leader.get(), 1);
                 stop_b.send(true).unwrap();
                 task_b.await.unwrap();
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_requested_rotation_runs_even_on_the_scheduler_that_does_not_lead() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let mut s = setup();
+                let (stop_a, metrics_a, task_a) = start(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (stop_b, metrics_b, task_b, requests_b) = start_with_requests(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                assert_eq!(
+                    (
+                        metrics_a.scheduler_leader.get(),
+                        metrics_b.scheduler_leader.get()
+                    ),
+                    (1, 0)
+                );
+                // The API records the request as a rotation row, then wakes its scheduler.
+                let (_row, token) = s
+                    .vault
+                    .create_token("t", &["admin".to_string()], None)
+                    .unwrap();
+                let replies = s.vault.serve_batch(&[crate::vault::ApiCall {
+                    token: Some(token),
+                    remote: "test".into(),
+                    request_id: "r".into(),
+                    op: crate::vault::Op::Rotate {
+                        name: "JWT_SECRET".into(),
+                        rotation_id: "rot_requested01".into(),
+                        rotatable: Ok("jwt-hmac".into()),
+                    },
+                }]);
+                assert!(replies[0].is_ok());
+                requests_b
+                    .send(RotateRequest {
+                        secret: "JWT_SECRET".into(),
+                        rotation_id: "rot_requested01".into(),
+                    })
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let runs = rotations(&mut s);
+                assert_eq!(runs.len(), 1);
+                assert_eq!(runs[0].id, "rot_requested01", "the id the API promised");
+                assert_eq!(runs[0].outcome.as_deref(), Some("finished"));
+                for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
+                    stop.send(true).unwrap();
+                    task.await.unwrap();
+                }
             })
             .await;
     }

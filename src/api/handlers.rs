@@ -392,6 +392,12 @@ pub(crate) async fn rotate(
     // The policy check travels with the call: the vault refuses (and audits the
     // refusal) only after authentication and scope, so an unauthenticated or unscoped
     // caller learns nothing about the policies (401/403 before 404/409).
+    if state.serve.rotate.is_closed() {
+        return Err(ApiError::Unavailable {
+            message: "the scheduler is not running in this server; run `secret rotate` instead",
+            detail: "rotate request while serving with --no-scheduler".into(),
+        });
+    }
     let rotatable = match state.serve.policies.secrets.get(&name) {
         None => Err(VaultError::NotFound(format!(
             "{name} has no rotation policy; add one under policies/ (or set it with PUT)"
@@ -399,7 +405,7 @@ pub(crate) async fn rotate(
         Some(policy) if policy.generator == Generator::Manual => Err(VaultError::Conflict(format!(
             "{name} is a manual secret: it is set by a person (PUT /v1/secrets/{name}), never rotated"
         ))),
-        Some(_) => Ok(()),
+        Some(policy) => Ok(policy.generator.name().to_string()),
     };
     let rotation_id = match state
         .call(
@@ -419,12 +425,9 @@ pub(crate) async fn rotate(
         secret: name.clone(),
         rotation_id: rotation_id.clone(),
     };
-    if let Err(e) = state.serve.rotate.send(request).await {
-        return Err(ApiError::Unavailable {
-            message: "the scheduler is not running in this server; run `secret rotate` instead",
-            detail: format!("cannot queue rotation {}: {e}", e.0.rotation_id),
-        });
-    }
+    // The request is recorded in the vault; this only wakes the scheduler. A full
+    // queue is fine: the next tick picks the request up anyway.
+    let _ = state.serve.rotate.try_send(request);
     let location = HeaderValue::from_str(&format!("/v1/rotations/{rotation_id}"))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let body = RotationQueued {

@@ -270,20 +270,21 @@ pub(super) fn plan(ctx: &Context, json_out: bool) -> Result<(), VaultError> {
             .vault()
             .secret_state(name)?
             .is_some_and(|s| s.current_version.is_some());
-        let (when, overdue) = match &due {
-            Due::Now => ("now".to_string(), false),
-            Due::At(t) if *t <= now => (format!("now (due {})", rfc3339(*t, false)), false),
-            Due::At(t) => (rfc3339(*t, false), false),
+        let overdue = due.is_overdue(now);
+        let when = match &due {
+            Due::Now => "now".to_string(),
+            Due::At(t) if overdue => format!("OVERDUE since {}", rfc3339(*t, false)),
+            Due::At(t) if *t <= now => format!("now (due {})", rfc3339(*t, false)),
+            Due::At(t) => rfc3339(*t, false),
             Due::Manual {
                 overdue_at: Some(t),
-            } if *t <= now => (
-                format!("OVERDUE since {} (manual)", rfc3339(*t, false)),
-                true,
-            ),
+            } if overdue => {
+                format!("OVERDUE since {} (manual)", rfc3339(*t, false))
+            }
             Due::Manual {
                 overdue_at: Some(t),
-            } => (format!("manual; overdue at {}", rfc3339(*t, false)), false),
-            Due::Manual { overdue_at: None } => ("manual; no value yet".to_string(), true),
+            } => format!("manual; overdue at {}", rfc3339(*t, false)),
+            Due::Manual { overdue_at: None } => "manual; no value yet".to_string(),
         };
         let pending: Vec<String> = open
             .iter()

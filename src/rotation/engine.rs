@@ -170,8 +170,8 @@ pub struct Engine {
     holder: String,
     held: Vec<String>,
     fingerprint: crate::audit::Fingerprinter,
-    /// Rotation ids promised to API callers, by secret.
-    assigned: BTreeMap<String, String>,
+    /// Turns true when the process is stopping: no new rotation starts, no next phase.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// This boot of this machine, to tell a dead lock holder from a live one.
@@ -181,25 +181,45 @@ fn boot_id() -> String {
         .unwrap_or_else(|_| "unknown-boot".into())
 }
 
-/// Whether a recorded holder (`boot:pid:nonce`) still runs. A holder on this boot is
-/// checked by pid; one from another boot or machine cannot be, and its lease decides.
+/// When process `pid` started (clock ticks since boot, `/proc/<pid>/stat` field 22): with
+/// the pid it names one process, even after the pid is reused (a restarted container's
+/// pid 1, say).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The lock holder id of this process: `boot:pid:start:nonce`.
+fn holder_id(nonce: &str) -> String {
+    let pid = std::process::id();
+    let start = process_start(pid)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "?".into());
+    format!("{}:{pid}:{start}:{nonce}", boot_id())
+}
+
+/// Whether a recorded holder (`boot:pid:start:nonce`) still runs. On this boot it is
+/// checked by pid *and* start time, so a reused pid does not keep a dead holder's lock;
+/// a holder from another boot or machine cannot be checked, and its lease decides.
 pub fn holder_liveness(holder: &str) -> Liveness {
-    let mut parts = holder.split(':');
-    let (Some(boot), Some(pid)) = (
-        parts.next(),
-        parts.next().and_then(|p| p.parse::<i32>().ok()),
-    ) else {
+    let parts: Vec<&str> = holder.split(':').collect();
+    let [boot, pid, start, _nonce] = parts[..] else {
+        return Liveness::Unknown;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
         return Liveness::Unknown;
     };
     if boot != boot_id() || boot == "unknown-boot" {
         return Liveness::Unknown;
     }
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) {
-        Liveness::Alive
-    } else {
-        Liveness::Dead
+    match (process_start(pid), start.parse::<u64>()) {
+        (Some(now), Ok(then)) if now == then => Liveness::Alive,
+        (Some(_), Ok(_)) => Liveness::Dead,
+        (None, _) => Liveness::Dead,
+        // This host's /proc did not give a start time when the lock was taken.
+        (Some(_), Err(_)) => Liveness::Unknown,
     }
 }
 
@@ -223,7 +243,7 @@ impl Engine {
         let nonce = crypto::random_array::<4>()
             .map(|b| crypto::hex(&b))
             .unwrap_or_default();
-        let holder = format!("{}:{}:{nonce}", boot_id(), std::process::id());
+        let holder = holder_id(&nonce);
         let mut vault = vault;
         vault.hold_leases_as(&holder, LOCK_TTL_MS);
         let fingerprint = vault.fingerprinter();
@@ -235,18 +255,23 @@ impl Engine {
             holder,
             held: Vec::new(),
             fingerprint,
-            assigned: BTreeMap::new(),
+            stop: None,
         })
+    }
+
+    /// Stop between steps once `stop` turns true (SIGTERM in `serve`): what has started
+    /// is left resumable, nothing new starts.
+    pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.stop = Some(stop);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
     }
 
     /// This process's lock holder id.
     pub fn holder(&self) -> &str {
         &self.holder
-    }
-
-    /// The next new rotation of `secret` gets this id (an API request promised it).
-    pub fn assign_id(&mut self, secret: &str, id: &str) {
-        self.assigned.insert(secret.to_string(), id.to_string());
     }
 
     /// When the current version of a secret was written.
@@ -421,6 +446,9 @@ impl Engine {
             report.outcomes.push(outcome);
         }
         fresh.retain(|p| !blocked.contains(p.name.as_str()));
+        if self.stopping() {
+            fresh.clear();
+        }
         if let Some(max) = self.options.max_new_rotations {
             // Bounded work per pass; the rest are still due at the next one.
             fresh.truncate(max);
@@ -457,8 +485,15 @@ impl Engine {
         for run in runs.iter_mut().filter(|r| r.row.state == "create") {
             self.create(run).await?;
         }
-        let fresh_deploys = self.push(&mut runs).await?;
-        self.verify(&mut runs, &fresh_deploys).await?;
+        // Stopping: every run is recorded as far as it got; the next start resumes it.
+        let fresh_deploys = if self.stopping() {
+            BTreeMap::new()
+        } else {
+            self.push(&mut runs).await?
+        };
+        if !self.stopping() {
+            self.verify(&mut runs, &fresh_deploys).await?;
+        }
         for run in runs.iter_mut() {
             if run.failure.is_none() && run.row.state == "finish" {
                 self.finish(run).await?;
@@ -594,10 +629,7 @@ impl Engine {
 
     fn start(&mut self, policy: SecretPolicy) -> Result<Run, VaultError> {
         let now = self.vault.now();
-        let id = match self.assigned.remove(policy.name.as_str()) {
-            Some(id) => id,
-            None => format!("rot_{}", crypto::hex(&crypto::random_array::<6>()?)),
-        };
+        let id = format!("rot_{}", crypto::hex(&crypto::random_array::<6>()?));
         let state = self.vault.secret_state(policy.name.as_str())?;
         let has_current = state
             .as_ref()
@@ -658,6 +690,33 @@ impl Engine {
             )?;
             return Ok(None);
         };
+        let mut row = row;
+        if row.state == "requested" {
+            // Asked for through the API: it starts now, from the value current now.
+            let state = self.vault.secret_state(&row.secret)?;
+            let current = state.as_ref().and_then(|s| s.current_version);
+            if current.is_none() && !policy.push.is_empty() {
+                row.state = "failed".into();
+                row.outcome = Some("failed".into());
+                row.error = Some(format!(
+                    "{} has no current value to restore if the rotation fails",
+                    row.secret
+                ));
+                self.vault.rotation_step(
+                    &mut row,
+                    "start",
+                    "failed",
+                    json!({ "code": "no_value" }),
+                    StepEffect::None,
+                )?;
+                return Ok(None);
+            }
+            row.old_version = current;
+            row.state = "create".into();
+            let detail = json!({ "trigger": row.trigger, "generator": row.generator, "old_version": row.old_version });
+            self.vault
+                .rotation_step(&mut row, "start", "ok", detail, StepEffect::None)?;
+        }
         self.note(format!(
             "{}: resuming rotation {} at {}",
             row.secret, row.id, row.state

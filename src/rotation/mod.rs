@@ -92,7 +92,22 @@ pub fn next_due(
     Due::At(backoff.map_or(scheduled, |b| b.max(scheduled)))
 }
 
+/// How long past due a scheduled secret may be before it counts as overdue: a pass or
+/// two of slack.
+pub const OVERDUE_SLACK_MS: i64 = 60_000;
+
 impl Due {
+    /// Overdue: a manual secret past `max_age` (or with no value), or a scheduled one
+    /// past due by more than [`OVERDUE_SLACK_MS`]. `secret plan`, the scheduler's
+    /// metrics and its alerts all use this.
+    pub fn is_overdue(&self, now_ms: i64) -> bool {
+        match self {
+            Due::Manual { overdue_at } => overdue_at.is_none_or(|t| t <= now_ms),
+            Due::At(t) => *t + OVERDUE_SLACK_MS < now_ms,
+            Due::Now => false,
+        }
+    }
+
     pub fn is_due(&self, now_ms: i64) -> bool {
         match self {
             Due::Now => true,

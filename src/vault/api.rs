@@ -68,7 +68,8 @@ pub enum Op {
     Rotate {
         name: String,
         rotation_id: String,
-        rotatable: Result<(), VaultError>,
+        /// The generator of the secret's policy, or why it cannot be rotated.
+        rotatable: Result<String, VaultError>,
     },
     Rotations {
         id: Option<String>,
@@ -168,6 +169,22 @@ fn authenticate(
     Ok(Caller { id, scopes })
 }
 
+/// The id of a token whose secret verifies, whatever its state (for the audit actor).
+fn verified_id(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    token: Option<&SecretString>,
+) -> Result<Option<String>, VaultError> {
+    let Some((id, secret)) = token.and_then(|t| parse_token(t.expose_secret())) else {
+        return Ok(None);
+    };
+    let id = format!("tok_{id}");
+    Ok(tx
+        .token(&id)?
+        .filter(|row| keys.token.verify(secret.as_bytes(), &row.hash))
+        .map(|_| id))
+}
+
 fn require(caller: &Caller, need: Need<'_>, what: &str) -> Result<(), CallError> {
     if allows(&caller.scopes, need) {
         Ok(())
@@ -205,18 +222,30 @@ fn handle(
             .as_ref()
             .ok_or_else(|| CallError::Unauthorized("no token".into()))
     };
+    // A name that is not one is refused before anything echoes it (it may be a value
+    // sent in the wrong place).
+    if let (_, Some(raw)) = action_of(&call.op) {
+        SecretName::new(raw).map_err(VaultError::from)?;
+    }
     match &call.op {
         Op::Jwks { name } => {
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let row = super::live_secret(tx, &name)?;
+            // One answer for "no such secret", "deleted" and "not an Ed25519 secret":
+            // this route needs no token, so it must not tell which names exist.
+            let none = || VaultError::NotFound(format!("no JWKS for {name}"));
+            let row = super::live_secret(tx, &name).map_err(|_| none())?;
+            // The previous key stays published only while its rotation is in grace:
+            // removing it from the JWKS is what retires it.
+            let in_grace = tx.open_rotations()?.iter().any(|r| {
+                r.secret == name.as_str()
+                    && r.state == "grace"
+                    && r.old_version == row.previous_version
+            });
+            let previous = row.previous_version.filter(|_| in_grace);
             let mut keys_out = Vec::new();
-            for v in [
-                row.current_version,
-                row.previous_version,
-                row.pending_version,
-            ]
-            .into_iter()
-            .flatten()
+            for v in [row.current_version, previous, row.pending_version]
+                .into_iter()
+                .flatten()
             {
                 let Some(number) = VersionNumber::new(v) else {
                     continue;
@@ -230,10 +259,7 @@ fn handle(
                 }
             }
             if keys_out.is_empty() {
-                return Err(VaultError::NotFound(format!(
-                    "{name} has no public keys (it is not a jwt-ed25519 secret)"
-                ))
-                .into());
+                return Err(none().into());
             }
             Ok(Done::new(
                 Reply::Jwks(json!({ "keys": keys_out })),
@@ -316,21 +342,54 @@ fn handle(
             rotation_id,
             rotatable,
         } => {
-            require(caller_ref()?, Need::Rotate(name), &format!("rotate:{name}"))?;
-            if let Err(e) = rotatable {
-                return Err(match e {
-                    VaultError::NotFound(m) => VaultError::NotFound(m.clone()),
-                    other => VaultError::Conflict(other.to_string()),
-                }
-                .into());
-            }
             let name = SecretName::new(name).map_err(VaultError::from)?;
+            require(
+                caller_ref()?,
+                Need::Rotate(name.as_str()),
+                &format!("rotate:{name}"),
+            )?;
+            let generator = match rotatable {
+                Ok(g) => g.clone(),
+                Err(VaultError::NotFound(m)) => return Err(VaultError::NotFound(m.clone()).into()),
+                Err(other) => return Err(VaultError::Conflict(other.to_string()).into()),
+            };
             if let Some(open) = tx.rotation_in_progress(name.as_str())? {
                 return Err(VaultError::Conflict(format!(
-                    "rotation {open} of {name} is already running"
+                    "rotation {open} of {name} is already requested or running"
                 ))
                 .into());
             }
+            let secret = tx.secret(name.as_str())?.ok_or_else(|| {
+                VaultError::Conflict(format!("{name} has no value yet: set its first one (PUT)"))
+            })?;
+            // The request is a rotation row from the start: it survives a restart, a
+            // second request sees it (409), and whichever process rotates picks it up.
+            let now = super::now_ms();
+            tx.save_rotation(&RotationRow {
+                id: rotation_id.clone(),
+                secret: name.to_string(),
+                generator,
+                trigger: "api".into(),
+                state: "requested".into(),
+                outcome: None,
+                old_version: secret.current_version,
+                new_version: None,
+                started_at_ms: now,
+                updated_at_ms: now,
+                finished_at_ms: None,
+                revoke_after_ms: None,
+                revoked_at_ms: None,
+                error: None,
+                provider_state: "{}".into(),
+                deployments: "{}".into(),
+            })?;
+            tx.insert_step(
+                rotation_id,
+                "request",
+                "ok",
+                now,
+                &json!({ "via": "api" }).to_string(),
+            )?;
             Ok(Done::new(
                 Reply::RotateAccepted {
                     rotation_id: rotation_id.clone(),
@@ -340,12 +399,8 @@ fn handle(
             ))
         }
         Op::Rotations { id, secret, limit } => {
-            require(
-                caller_ref()?,
-                Need::Rotations(secret.as_deref()),
-                "rotate:<name> or audit:read",
-            )?;
             let rows = match id {
+                // One run: the scope is checked against its secret.
                 Some(id) => {
                     let row = tx
                         .rotation(id)?
@@ -357,7 +412,14 @@ fn handle(
                     )?;
                     vec![row]
                 }
-                None => tx.rotations(secret.as_deref(), *limit)?,
+                None => {
+                    require(
+                        caller_ref()?,
+                        Need::Rotations(secret.as_deref()),
+                        "rotate:<name> or audit:read",
+                    )?;
+                    tx.rotations(secret.as_deref(), *limit)?
+                }
             };
             let mut out = Vec::new();
             for row in rows {
@@ -413,7 +475,8 @@ impl Vault {
             hash: self.keys.token.sign(secret.as_bytes()).to_vec(),
             scopes: scopes.to_vec(),
             created_at_ms: now,
-            expires_at_ms: ttl.map(|t| now + t.as_millis() as i64),
+            expires_at_ms: ttl
+                .map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))),
             revoked_at_ms: None,
             last_used_at_ms: None,
         };
@@ -468,24 +531,30 @@ impl Vault {
                 } else {
                     Ok(None)
                 };
+                // Who the entry names: the token that authenticated, else nobody (a
+                // refused token's claimed id goes in the details, not the actor).
+                let authenticated = match &caller {
+                    Ok(Some(c)) => Some(format!("token:{}", c.id)),
+                    // A revoked or expired token whose secret still verifies is that
+                    // token: the entry names it. An unverified claim does not.
+                    Err(CallError::Unauthorized(_)) => {
+                        verified_id(tx, keys, call.token.as_ref())?.map(|id| format!("token:{id}"))
+                    }
+                    _ => None,
+                };
                 tx.savepoint()?;
-                let outcome = caller.and_then(|caller| {
-                    let done = handle(tx, keys, call, &caller)?;
-                    Ok((caller, done))
-                });
-                let (actor_name, result) = match outcome {
-                    Ok((caller, done)) => {
+                let outcome = caller.and_then(|caller| handle(tx, keys, call, &caller));
+                let result = match outcome {
+                    Ok(done) => {
                         tx.release()?;
-                        let name = caller
-                            .map(|c| format!("token:{}", c.id))
-                            .unwrap_or_else(|| "anonymous".into());
-                        (name, Ok(done))
+                        Ok(done)
                     }
                     Err(e) => {
                         tx.rollback_to_savepoint()?;
-                        (token_actor(call.token.as_ref()), Err(e))
+                        Err(e)
                     }
                 };
+                let actor_name = authenticated.clone().unwrap_or_else(|| "anonymous".into());
                 let actor = Actor {
                     name: actor_name,
                     pid: None,
@@ -503,6 +572,12 @@ impl Vault {
                     }
                     Err(e) => {
                         details["error"] = json!(e.to_string());
+                        // The token id it claimed, not its actor: anyone can claim one.
+                        if let (None, Some(claimed)) =
+                            (&authenticated, claimed_token(call.token.as_ref()))
+                        {
+                            details["claimed_token"] = json!(claimed);
+                        }
                         (e.code(), None)
                     }
                 };
@@ -542,12 +617,11 @@ impl Vault {
     }
 }
 
-/// Who a refused call is recorded as: the token id it claimed, if it had that shape.
-fn token_actor(token: Option<&SecretString>) -> String {
-    match token.and_then(|t| parse_token(t.expose_secret())) {
-        Some((id, _)) => format!("token:tok_{id}"),
-        None => "anonymous".into(),
-    }
+/// The token id a refused call claimed, if its token had that shape.
+fn claimed_token(token: Option<&SecretString>) -> Option<String> {
+    token
+        .and_then(|t| parse_token(t.expose_secret()))
+        .map(|(id, _)| format!("tok_{id}"))
 }
 
 #[cfg(test)]
