@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// anyway (what it leaves is resumed at the next start).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// Behind one trusted proxy (Railway's edge): take each client's address from the
+    /// last entry of X-Forwarded-For, for the audit log and the failed-auth brake.
+    #[arg(long)]
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -231,13 +231,17 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
         jitter: Duration::from_millis(100),
         ..Default::default()
     };
+    let serve_options = crate::serve::ServeOptions {
+        scheduler: Some(options),
+        shutdown_grace: Duration::from_secs(20),
+        trust_forwarded_for: false,
+    };
     let server = tokio::spawn(crate::serve::serve(
         listener,
         vault,
         policies,
-        Some(options),
+        serve_options,
         stop_rx,
-        Duration::from_secs(20),
     ));
     tokio::time::sleep(run_for).await;
 

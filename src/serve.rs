@@ -22,15 +22,30 @@ use crate::scheduler::{self, SchedulerOptions};
 use crate::service::{ServeState, VaultService};
 use crate::vault::Vault;
 
-/// Serves on `listener` until `shutdown` turns true. `scheduler: None` serves the API only.
+/// How `serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// `None` serves the API only.
+    pub scheduler: Option<SchedulerOptions>,
+    /// On shutdown, how long to wait for a rotation pass in progress.
+    pub shutdown_grace: Duration,
+    /// Client addresses from `X-Forwarded-For` (one trusted proxy in front).
+    pub trust_forwarded_for: bool,
+}
+
+/// Serves on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     vault: Vault,
     policies: PolicySet,
-    scheduler_options: Option<SchedulerOptions>,
+    options: ServeOptions,
     shutdown: watch::Receiver<bool>,
-    shutdown_grace: Duration,
 ) -> Result<(), VaultError> {
+    let ServeOptions {
+        scheduler: scheduler_options,
+        shutdown_grace,
+        trust_forwarded_for,
+    } = options;
     let policies = Arc::new(policies);
     let metrics = Arc::new(Metrics::new());
     let (rotate_tx, rotate_rx) = mpsc::channel(256);
@@ -88,6 +103,7 @@ pub async fn serve(
         metrics,
         rotate: rotate_tx,
         policies,
+        trust_forwarded_for,
     };
     let app = crate::api::app(state);
     let mut stop = shutdown.clone();
@@ -186,15 +202,12 @@ pub fn run_cli(ctx: &crate::cli::Context, args: crate::cli::ServeArgs) -> Result
             tick: args.tick,
             ..Default::default()
         });
-        serve(
-            listener,
-            vault,
-            policies,
+        let options = ServeOptions {
             scheduler,
-            shutdown,
-            args.shutdown_grace,
-        )
-        .await
+            shutdown_grace: args.shutdown_grace,
+            trust_forwarded_for: args.trust_forwarded_for,
+        };
+        serve(listener, vault, policies, options, shutdown).await
     })
 }
 

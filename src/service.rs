@@ -123,6 +123,9 @@ pub struct ServeState {
     pub rotate: mpsc::Sender<RotateRequest>,
     /// The policies the server runs with (for `/v1/secrets/{name}/rotate` checks).
     pub policies: Arc<crate::policy::PolicySet>,
+    /// Take the client address from `X-Forwarded-For` (one trusted proxy in front, as on
+    /// Railway) for the audit log and the failed-auth brake.
+    pub trust_forwarded_for: bool,
 }
 
 /// A rotation the API accepted, for the scheduler to start now.

@@ -190,15 +190,30 @@ struct Ctx {
     request_id: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+impl FromRequestParts<AppState> for Ctx {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let remote = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        // Behind one trusted proxy (Railway's edge), the client is the last address the
+        // proxy appended to X-Forwarded-For; the socket peer is the proxy itself.
+        let forwarded = state
+            .serve
+            .trust_forwarded_for
+            .then(|| parts.headers.get("x-forwarded-for"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+            .map(str::to_string);
+        let remote = forwarded.or(peer).unwrap_or_else(|| "unknown".into());
         let request_id = match parts.extensions.get::<RequestId>() {
             Some(RequestId(id)) => id.clone(),
             None => new_request_id(),

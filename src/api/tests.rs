@@ -164,6 +164,7 @@ async fn env() -> Env {
         metrics: Arc::new(Metrics::new()),
         rotate,
         policies: Arc::new(policies),
+        trust_forwarded_for: false,
     };
     Env {
         _dir: dir,
@@ -1281,4 +1282,43 @@ async fn serves_over_tcp_and_audits_the_client_address() {
         "{}",
         read.details
     );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_brake_and_the_audit_see_the_forwarded_client() {
+    let env = env().await;
+    let mut state = env.state.clone();
+    state.trust_forwarded_for = true;
+    let proxied = app(state);
+    let from = |client: &str, t: Option<&Token>| {
+        let mut req = request(Method::GET, "/v1/secrets", t)
+            .header("x-forwarded-for", format!("203.0.113.9, {client}"))
+            .body(Body::empty())
+            .unwrap();
+        // Every request arrives from the proxy's own address.
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 254], 40000))));
+        req
+    };
+    let bad = Token {
+        id: String::new(),
+        text: format!("secret_0123456789abcdef.{}", "g".repeat(43)),
+    };
+    for _ in 0..brake::MAX_FAILURES {
+        send(&proxied, from("198.51.100.7", Some(&bad))).await;
+    }
+    let braked = send(&proxied, from("198.51.100.7", Some(&bad))).await;
+    assert_eq!(braked.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not braked.
+    let other = send(&proxied, from("198.51.100.8", Some(&env.admin))).await;
+    assert_eq!(other.status, StatusCode::OK);
+    let log = audit_log(&env).await;
+    assert!(
+        log.iter()
+            .any(|e| e.details.contains("\"remote\":\"198.51.100.8\"")),
+        "the client, not the proxy"
+    );
+    // Without trust, the header is ignored.
+    let plain = send(&env.app, from("198.51.100.9", Some(&env.admin))).await;
+    assert_eq!(plain.status, StatusCode::OK);
 }
