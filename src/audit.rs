@@ -109,6 +109,26 @@ impl std::str::FromStr for ExpectedHead {
     }
 }
 
+/// What `--since` and `?since=` accept, for error messages.
+pub const SINCE_FORMS: &str =
+    "a date (2026-11-01), an RFC 3339 time (2026-11-01T12:00:00Z) or an age (7d, 12h)";
+
+/// The start of an audit query window: a date (midnight UTC), an RFC 3339 time, or an
+/// age before `now_ms`. `None` when `text` is none of these.
+pub fn parse_since(text: &str, now_ms: i64) -> Option<i64> {
+    if let Ok(age) = humantime::parse_duration(text) {
+        return Some(now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
+    }
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    let time = humantime::parse_rfc3339_weak(&full).ok()?;
+    let ms = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
+}
+
 /// Renders a head as `SEQ:MAC` (MAC in lowercase hex).
 pub fn format_head(seq: u64, mac: &[u8]) -> String {
     format!("{seq}:{}", hex(mac))

@@ -995,25 +995,12 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
 
 /// `--since`: a date, an RFC 3339 time, or an age such as `7d`.
 fn parse_since(text: &str) -> Result<i64, VaultError> {
-    let bad = || {
+    crate::audit::parse_since(text, vault::now_ms()).ok_or_else(|| {
         VaultError::Usage(format!(
-            "--since {text:?}: expected a date (2026-11-01), an RFC 3339 time (2026-11-01T12:00:00Z) or an age (7d, 12h)"
+            "--since {text:?}: expected {}",
+            crate::audit::SINCE_FORMS
         ))
-    };
-    if let Ok(age) = humantime::parse_duration(text) {
-        return Ok(vault::now_ms() - age.as_millis() as i64);
-    }
-    let full = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
-    } else {
-        text.to_string()
-    };
-    let time = humantime::parse_rfc3339_weak(&full).map_err(|_| bad())?;
-    let ms = time
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| bad())?
-        .as_millis();
-    Ok(ms as i64)
+    })
 }
 
 /// UTC time as RFC 3339, with milliseconds or to the second.

@@ -189,6 +189,38 @@ pub struct TokenRow {
     pub last_used_at_ms: Option<i64>,
 }
 
+impl RotationRow {
+    /// A run that has just begun (or been requested): no outcome, nothing recorded yet.
+    pub fn begun(
+        id: String,
+        secret: String,
+        generator: String,
+        trigger: String,
+        state: &str,
+        old_version: Option<u64>,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            secret,
+            generator,
+            trigger,
+            state: state.into(),
+            outcome: None,
+            old_version,
+            new_version: None,
+            started_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            finished_at_ms: None,
+            revoke_after_ms: None,
+            revoked_at_ms: None,
+            error: None,
+            provider_state: "{}".into(),
+            deployments: "{}".into(),
+        }
+    }
+}
+
 /// One recorded step of a rotation.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StepRow {

@@ -606,25 +606,9 @@ pub(crate) struct AuditList {
 
 /// `since`: a date, an RFC 3339 time, or an age such as `7d`; in unix milliseconds.
 pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(
-            "since: expected a date (2026-11-01), an RFC 3339 time (2026-11-01T12:00:00Z) or an age (7d, 12h)".into(),
-        )
-    };
-    if let Ok(age) = humantime::parse_duration(text) {
-        return Ok(now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
-    }
-    let full = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
-    } else {
-        text.to_string()
-    };
-    let time = humantime::parse_rfc3339_weak(&full).map_err(|_| bad())?;
-    let ms = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| bad())?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| bad())
+    crate::audit::parse_since(text, now_ms).ok_or_else(|| {
+        ApiError::BadRequest(format!("since: expected {}", crate::audit::SINCE_FORMS))
+    })
 }
 
 /// Audit entries, newest first. Scope `audit:read`. The query itself is audited.

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use super::{value_of, Minted, Provider, RotationCtx};
 use crate::policy::LaunchDarklySettings;
-use crate::rotation::retry::ExternalError;
+use crate::rotation::retry::{self, ExternalError};
 
 const SERVICE: &str = "launchdarkly";
 const API_VERSION: &str = "20240415";
@@ -78,20 +78,10 @@ impl LaunchDarkly {
             .as_ref()
             .ok_or_else(|| ExternalError::permanent(SERVICE, "no access token"))?;
         // LaunchDarkly takes the token as is: no "Bearer".
-        let response = request
+        let request = request
             .header("Authorization", token.expose())
-            .header("LD-API-Version", API_VERSION)
-            .send()
-            .await
-            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = Zeroizing::new(
-            response
-                .text()
-                .await
-                .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?,
-        );
+            .header("LD-API-Version", API_VERSION);
+        let (status, headers, body) = retry::send(SERVICE, request).await?;
         if !(200..300).contains(&status) {
             return Err(ExternalError::from_status(
                 SERVICE, status, &headers, &body, ctx.now_ms,

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::{value_of, Minted, Provider, RotationCtx};
 use crate::policy::OpenAiSettings;
-use crate::rotation::retry::{ErrorKind, ExternalError};
+use crate::rotation::retry::{self, ErrorKind, ExternalError};
 
 const SERVICE: &str = "openai";
 
@@ -49,17 +49,8 @@ impl OpenAi {
         &self,
         ctx: &RotationCtx,
         request: reqwest::RequestBuilder,
-    ) -> Result<(u16, String), ExternalError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
+    ) -> Result<(u16, Zeroizing<String>), ExternalError> {
+        let (status, headers, body) = retry::send(SERVICE, request).await?;
         if (200..300).contains(&status) {
             Ok((status, body))
         } else {
@@ -165,7 +156,6 @@ impl OpenAi {
                     .json(&json!({ "name": name })),
             )
             .await?;
-        let body = Zeroizing::new(body);
         // Made but unreadable: the account exists and nobody has its key.
         let created: Created = serde_json::from_str(&body).map_err(|_| ExternalError {
             maybe_applied: true,
@@ -221,19 +211,8 @@ impl Provider for OpenAi {
         // transient here, a restricted key (401 with no code) as permanent.
         ctx.retry
             .run(|_| async {
-                let response = ctx
-                    .http
-                    .get(&url)
-                    .bearer_auth(minted.value.expose())
-                    .send()
-                    .await
-                    .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
-                let status = response.status().as_u16();
-                let headers = response.headers().clone();
-                let body = response
-                    .text()
-                    .await
-                    .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
+                let request = ctx.http.get(&url).bearer_auth(minted.value.expose());
+                let (status, headers, body) = retry::send(SERVICE, request).await?;
                 if status == 200 {
                     return Ok(());
                 }

@@ -643,24 +643,15 @@ impl Engine {
                 name = policy.name
             )));
         }
-        let row = RotationRow {
+        let row = RotationRow::begun(
             id,
-            secret: policy.name.to_string(),
-            generator: policy.generator.name().to_string(),
-            trigger: self.options.trigger.to_string(),
-            state: "create".into(),
-            outcome: None,
-            old_version: state.as_ref().and_then(|s| s.current_version),
-            new_version: None,
-            started_at_ms: now,
-            updated_at_ms: now,
-            finished_at_ms: None,
-            revoke_after_ms: None,
-            revoked_at_ms: None,
-            error: None,
-            provider_state: "{}".into(),
-            deployments: "{}".into(),
-        };
+            policy.name.to_string(),
+            policy.generator.name().to_string(),
+            self.options.trigger.to_string(),
+            "create",
+            state.as_ref().and_then(|s| s.current_version),
+            now,
+        );
         // Credentials first: a rotation that cannot start leaves no record to resume.
         let run = self.load(row, policy, true)?;
         self.vault.begin_rotation(

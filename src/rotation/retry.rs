@@ -150,6 +150,26 @@ fn retry_after(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Dura
         .map(|reset_ms| Duration::from_millis((reset_ms - now_ms).max(0) as u64))
 }
 
+/// Sends a request and reads its whole answer: status, headers and body (zeroized on
+/// drop: answers can carry credentials). Transport failures are classified here;
+/// statuses are the caller's to judge.
+pub async fn send(
+    service: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<(u16, reqwest::header::HeaderMap, zeroize::Zeroizing<String>), ExternalError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ExternalError::from_reqwest(service, &e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| ExternalError::from_reqwest(service, &e))?;
+    Ok((status, headers, zeroize::Zeroizing::new(body)))
+}
+
 /// How often and how long to retry transient failures within one step.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {

@@ -148,16 +148,7 @@ impl Railway {
             }
             RailwayTokenKind::Account => request.bearer_auth(self.token.expose()),
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ExternalError::from_reqwest(SERVICE, &e))?;
+        let (status, headers, text) = crate::rotation::retry::send(SERVICE, request).await?;
         if !(200..300).contains(&status) {
             return Err(ExternalError::from_status(
                 SERVICE,

@@ -365,24 +365,15 @@ fn handle(
             // The request is a rotation row from the start: it survives a restart, a
             // second request sees it (409), and whichever process rotates picks it up.
             let now = super::now_ms();
-            tx.save_rotation(&RotationRow {
-                id: rotation_id.clone(),
-                secret: name.to_string(),
+            tx.save_rotation(&RotationRow::begun(
+                rotation_id.clone(),
+                name.to_string(),
                 generator,
-                trigger: "api".into(),
-                state: "requested".into(),
-                outcome: None,
-                old_version: secret.current_version,
-                new_version: None,
-                started_at_ms: now,
-                updated_at_ms: now,
-                finished_at_ms: None,
-                revoke_after_ms: None,
-                revoked_at_ms: None,
-                error: None,
-                provider_state: "{}".into(),
-                deployments: "{}".into(),
-            })?;
+                "api".into(),
+                "requested",
+                secret.current_version,
+                now,
+            ))?;
             tx.insert_step(
                 rotation_id,
                 "request",
