@@ -49,6 +49,7 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Rotations(_) => "Rotations",
         Reply::Audit(_) => "Audit",
         Reply::Jwks(_) => "Jwks",
+        Reply::Recorded => "Recorded",
     }
 }
 

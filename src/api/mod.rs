@@ -162,6 +162,9 @@ impl AppState {
                 return Err(ApiError::RateLimited { retry_after_secs });
             }
         }
+        if let Some(reached) = &ctx.reached {
+            reached.0.store(true, Ordering::Relaxed);
+        }
         let remote = ctx.remote.clone();
         let call = ApiCall {
             token: ctx.token,
@@ -183,11 +186,17 @@ impl AppState {
 #[derive(Clone, Debug)]
 struct RequestId(String);
 
+/// Set once a request reaches the vault (which audits it); [`observe`] records the
+/// others.
+#[derive(Clone, Debug, Default)]
+struct Reached(Arc<std::sync::atomic::AtomicBool>);
+
 /// Who is asking: token, address and request id, as the vault needs them.
 struct Ctx {
     token: Option<SecretString>,
     remote: String,
     request_id: String,
+    reached: Option<Reached>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -197,23 +206,7 @@ impl FromRequestParts<AppState> for Ctx {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        // Behind one trusted proxy (Railway's edge), the client is the last address the
-        // proxy appended to X-Forwarded-For; the socket peer is the proxy itself.
-        let forwarded = state
-            .serve
-            .trust_forwarded_for
-            .then(|| parts.headers.get("x-forwarded-for"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim)
-            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-            .map(str::to_string);
-        let remote = forwarded.or(peer).unwrap_or_else(|| "unknown".into());
+        let remote = remote_of(&parts.headers, &parts.extensions, state);
         let request_id = match parts.extensions.get::<RequestId>() {
             Some(RequestId(id)) => id.clone(),
             None => new_request_id(),
@@ -222,8 +215,28 @@ impl FromRequestParts<AppState> for Ctx {
             token: bearer(&parts.headers),
             remote,
             request_id,
+            reached: parts.extensions.get::<Reached>().cloned(),
         })
     }
+}
+
+/// The client's address: the socket peer, or behind one trusted proxy (Railway's edge)
+/// the last address that proxy appended to X-Forwarded-For.
+fn remote_of(headers: &HeaderMap, extensions: &axum::http::Extensions, state: &AppState) -> String {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let forwarded = state
+        .serve
+        .trust_forwarded_for
+        .then(|| headers.get("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .map(str::to_string);
+    forwarded.or(peer).unwrap_or_else(|| "unknown".into())
 }
 
 /// The token of `Authorization: Bearer <token>`. Anything else is no token (the vault
@@ -272,7 +285,46 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .unwrap_or_else(|| "unmatched".into());
     let id = request_id_of(request.headers());
     request.extensions_mut().insert(RequestId(id.clone()));
+    let reached = Reached::default();
+    request.extensions_mut().insert(reached.clone());
+    // What a refusal before the vault needs to be recorded (taken now: the request is
+    // consumed by the handler).
+    let under_v1 = request.uri().path().starts_with("/v1/") || request.uri().path() == "/v1";
+    let token = bearer(request.headers());
+    let remote = remote_of(request.headers(), request.extensions(), &state);
     let mut response = next.run(request).await;
+    let refused = response.status();
+    // Every /v1 request is audited: those the vault never saw (malformed JSON, a body
+    // over the limit, an unknown route, a wrong method) are recorded here, by route
+    // template only (a raw path could hold a value). A braked address (429) is not
+    // recorded: it is what the brake is for.
+    if under_v1
+        && refused.is_client_error()
+        && refused.as_u16() != 429
+        && !reached.0.load(Ordering::Relaxed)
+    {
+        let code = match refused.as_u16() {
+            400 | 415 | 422 => "bad_request",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            413 => "payload_too_large",
+            _ => "refused",
+        };
+        let call = ApiCall {
+            token,
+            remote,
+            request_id: id.clone(),
+            op: Op::Refused {
+                route: route.clone(),
+                status: refused.as_u16(),
+                code,
+            },
+        };
+        // The answer is already decided; a failure to record it is logged, not sent.
+        if let Err(e) = state.serve.vault.call(call).await {
+            eprintln!("api: cannot record a refused request ({code}): {e}");
+        }
+    }
     let status = response.status();
     let is_json = response
         .headers()

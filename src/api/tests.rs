@@ -1322,3 +1322,48 @@ async fn behind_a_trusted_proxy_the_brake_and_the_audit_see_the_forwarded_client
     let plain = send(&env.app, from("198.51.100.9", Some(&env.admin))).await;
     assert_eq!(plain.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn requests_refused_before_the_vault_are_audited_too() {
+    let env = env().await;
+    let bad_json = put(
+        &env,
+        "/v1/secrets/OPENAI_API_KEY",
+        Some(&env.admin),
+        "{not json",
+    )
+    .await;
+    assert_eq!(bad_json.status, StatusCode::BAD_REQUEST);
+    let huge = put(
+        &env,
+        "/v1/secrets/OPENAI_API_KEY",
+        Some(&env.admin),
+        &"x".repeat(BODY_LIMIT + 10),
+    )
+    .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let unknown = get(&env, "/v1/no-such-route/sk-live-looks-like-a-value", None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let log = audit_log(&env).await;
+    let refused: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|e| e.action == "api.refused")
+        .map(|e| (e.outcome.as_str(), e.actor.as_str()))
+        .collect();
+    let admin = format!("token:{}", env.admin.id);
+    assert_eq!(
+        refused,
+        vec![
+            ("bad_request", admin.as_str()),
+            ("payload_too_large", admin.as_str()),
+            ("not_found", "anonymous")
+        ]
+    );
+    for e in log.iter().filter(|e| e.action == "api.refused") {
+        assert!(
+            !e.details.contains("sk-live"),
+            "only the route template is recorded: {}",
+            e.details
+        );
+    }
+}

@@ -83,6 +83,13 @@ pub enum Op {
     Jwks {
         name: String,
     },
+    /// A request the HTTP layer refused before it reached the vault (malformed JSON,
+    /// a body over the limit, an unknown route): recorded, so that every request is.
+    Refused {
+        route: String,
+        status: u16,
+        code: &'static str,
+    },
 }
 
 /// What the vault answers.
@@ -96,6 +103,7 @@ pub enum Reply {
     Rotations(Vec<(RotationRow, Vec<StepRow>)>),
     Audit(Vec<Entry>),
     Jwks(serde_json::Value),
+    Recorded,
 }
 
 /// Why a call was refused.
@@ -207,6 +215,7 @@ fn action_of(op: &Op) -> (&'static str, Option<&str>) {
         Op::Rotations { secret, .. } => ("rotations.read", secret.as_deref()),
         Op::Audit { .. } => ("audit.read", None),
         Op::Jwks { name } => ("jwks.read", Some(name)),
+        Op::Refused { .. } => ("api.refused", None),
     }
 }
 
@@ -267,6 +276,11 @@ fn handle(
                 json!({}),
             ))
         }
+        Op::Refused { route, status, .. } => Ok(Done::new(
+            Reply::Recorded,
+            None,
+            json!({ "route": route, "status": status }),
+        )),
         Op::ListSecrets => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let secrets = tx.list_secrets(false)?;
@@ -516,7 +530,7 @@ impl Vault {
             for call in calls {
                 let at = now_ms();
                 let (action, secret) = action_of(&call.op);
-                let needs_token = !matches!(call.op, Op::Jwks { .. });
+                let needs_token = !matches!(call.op, Op::Jwks { .. } | Op::Refused { .. });
                 let caller = if needs_token {
                     authenticate(tx, keys, call.token.as_ref(), at).map(Some)
                 } else {
@@ -526,6 +540,10 @@ impl Vault {
                 // refused token's claimed id goes in the details, not the actor).
                 let authenticated = match &caller {
                     Ok(Some(c)) => Some(format!("token:{}", c.id)),
+                    // A refused request still names the token it carried, if it verifies.
+                    Ok(None) if matches!(call.op, Op::Refused { .. }) => {
+                        verified_id(tx, keys, call.token.as_ref())?.map(|id| format!("token:{id}"))
+                    }
                     // A revoked or expired token whose secret still verifies is that
                     // token: the entry names it. An unverified claim does not.
                     Err(CallError::Unauthorized(_)) => {
@@ -559,7 +577,10 @@ impl Vault {
                         {
                             map.extend(extra.clone());
                         }
-                        ("ok", done.version)
+                        match &call.op {
+                            Op::Refused { code, .. } => (*code, None),
+                            _ => ("ok", done.version),
+                        }
                     }
                     Err(e) => {
                         details["error"] = json!(e.to_string());
