@@ -484,7 +484,8 @@ pub(crate) struct StepBody {
     detail: serde_json::Value,
 }
 
-fn rotation_body(r: RotationRow, steps: Vec<StepRow>) -> RotationBody {
+/// One run as JSON: the same shape for the API and `secret rotations --json`.
+pub(crate) fn rotation_body(r: RotationRow, steps: Vec<StepRow>) -> RotationBody {
     RotationBody {
         started_at: rfc3339(r.started_at_ms, true),
         finished_at: r.finished_at_ms.map(|t| rfc3339(t, true)),

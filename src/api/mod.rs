@@ -16,6 +16,7 @@
 mod brake;
 mod error;
 mod handlers;
+pub(crate) use handlers::rotation_body;
 #[cfg(test)]
 mod tests;
 

@@ -210,22 +210,12 @@ pub(super) fn rotations(
         let mut out = Vec::new();
         for r in &runs {
             let steps = vault.rotation_steps(&r.id)?;
-            out.push(json!({
-                "id": r.id, "secret": r.secret, "generator": r.generator, "trigger": r.trigger,
-                "state": r.state, "outcome": r.outcome, "old_version": r.old_version,
-                "new_version": r.new_version, "started_at": rfc3339(r.started_at_ms, true),
-                "finished_at": r.finished_at_ms.map(|t| rfc3339(t, true)),
-                "revoke_after": r.revoke_after_ms.map(|t| rfc3339(t, true)),
-                "revoked_at": r.revoked_at_ms.map(|t| rfc3339(t, true)),
-                "error": r.error,
-                "deployments": serde_json::from_str::<serde_json::Value>(&r.deployments).unwrap_or_default(),
-                "steps": steps.iter().map(|s| json!({
-                    "seq": s.seq, "step": s.step, "status": s.status, "at": rfc3339(s.at_ms, true),
-                    "detail": serde_json::from_str::<serde_json::Value>(&s.detail).unwrap_or_default(),
-                })).collect::<Vec<_>>(),
-            }));
+            out.push(crate::api::rotation_body(r.clone(), steps));
         }
-        println!("{}", serde_json::Value::Array(out));
+        println!(
+            "{}",
+            serde_json::to_string(&out).map_err(|e| VaultError::Io(e.to_string()))?
+        );
         return Ok(());
     }
     let now = now_ms();
@@ -235,7 +225,7 @@ pub(super) fn rotations(
     for r in &runs {
         let note = match (&r.error, r.state.as_str(), r.revoke_after_ms) {
             (Some(e), _, _) => e.chars().take(100).collect(),
-            (None, "grace", Some(t)) => format!("old version revoked at {}", rfc3339(t, false)),
+            (None, "grace", Some(t)) => format!("revokes the old version at {}", rfc3339(t, false)),
             _ => String::new(),
         };
         table.row(vec![
