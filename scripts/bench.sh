@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks whole-process CLI latency against peers measured in the same run.
 #
-#   secret get      one secret out of a vault of 1,000 (every read audited, fsynced)
-#   secret set      a new generated version (fsynced, audited)
+#   secret get      one secret out of a vault of 1,000 (every read audited), with the
+#                   shipped build (scripts/build-release.sh: static-pie on Linux/glibc)
+#                   and with a plain `cargo build --release` (dynamically linked)
+#   secret set      a new generated version (fsynced, audited), shipped build
 #   age -d          decrypting one small file with the age CLI (the peer to beat)
 #   hello           a hello-world Rust binary (the floor: process start-up)
 #
@@ -16,10 +18,14 @@ for tool in hyperfine age age-keygen rustc; do
 done
 
 runs=${RUNS:-300}
-cargo build --release --quiet
-bin="$PWD/target/release/secret"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+bin=$(bash scripts/build-release.sh "$work/secret")
+cargo build --release --quiet
+dynamic="$PWD/target/release/secret"
+# The audit actor comes from $USER as in a login shell; without it every command would
+# also look the uid up in the password database.
+export USER=${USER:-$(id -un)}
 export SECRET_VAULT="$work/vault.db" SECRET_IDENTITY_FILE="$work/identity.txt"
 unset SECRET_IDENTITY SECRET_PASSPHRASE
 
@@ -38,6 +44,7 @@ echo "machine: $(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuin
 echo "secret $("$bin" --version | cut -d' ' -f2), $(age --version 2>/dev/null | head -1 | sed 's/^/age /'), $(hyperfine --version)"
 hyperfine -N --warmup 30 --runs "$runs" --export-markdown "$work/cli.md" \
   -n "secret get (1 of 1,000)" "$bin get SECRET_500" \
+  -n "secret get, cargo build --release (dynamic)" "$dynamic get SECRET_500" \
   -n "secret set --generate" "$bin set -q SECRET_1 --generate" \
   -n "age -d (small file)" "age -d -i $work/age-key.txt $work/small.age" \
   -n "hello-world Rust" "$work/hello" >&2
@@ -57,7 +64,8 @@ secs=${API_SECONDS:-10}
 conns=${API_CONNECTIONS:-32}
 token=$("$bin" token create -q --name bench --scope 'secrets:read:*')
 port=$((20000 + RANDOM % 10000))
-"$bin" serve --no-scheduler --listen "127.0.0.1:$port" 2>"$work/serve.log" &
+# serve as deployed (deploy/railway.toml builds it with a plain `cargo build --release`).
+"$dynamic" serve --no-scheduler --listen "127.0.0.1:$port" 2>"$work/serve.log" &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null; [ -n "${bao_pid:-}" ] && kill $bao_pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done

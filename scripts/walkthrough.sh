@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# A walk through the CLI: builds `secret`, then uses a throwaway vault —
+# A walk through the CLI: builds `secret` as shipped, then uses a throwaway vault —
 # init, set, get, versions, CAS, history, the audit trail and its verification.
 # Nothing outside a temp dir is touched; it is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet
-bin="$PWD/target/release/secret"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The binary as shipped (static-pie on Linux with glibc; see the script).
+bin=$(bash scripts/build-release.sh "$work/secret")
 export SECRET_VAULT="$work/vault.db" SECRET_IDENTITY_FILE="$work/identity.txt"
 unset SECRET_IDENTITY SECRET_PASSPHRASE
 

@@ -577,3 +577,33 @@ fn after_a_change_the_database_file_alone_holds_it() {
         .ok();
     assert_eq!(run.stdout, "copied-value");
 }
+
+#[test]
+fn reads_leave_a_bounded_wal_and_a_change_empties_it() {
+    let env = TestEnv::init();
+    env.set("READ_ME", "read-value");
+    let wal = env.vault.with_file_name("vault.db-wal");
+    // Each read commits its audit entry (a few WAL frames) without folding it into the
+    // file; a read that finds more than 64 frames checkpoints on close.
+    let frame = 4096 + 24;
+    let mut largest = 0;
+    for _ in 0..60 {
+        assert_eq!(env.get("READ_ME"), "read-value");
+        largest = largest.max(read_or_empty(&wal).len());
+    }
+    assert!(
+        largest > 0,
+        "reads should leave their audit entries in the WAL"
+    );
+    assert!(
+        largest <= 32 + (64 + 8) * frame,
+        "the WAL grew to {largest} bytes over 60 reads"
+    );
+    env.set("READ_ME", "changed-value");
+    assert_eq!(
+        read_or_empty(&wal).len(),
+        0,
+        "a change folds the WAL on close"
+    );
+    env.run(&["audit", "verify"]).ok();
+}
