@@ -2,10 +2,10 @@
 # Builds the `secret` binary we ship and copies it to bin/secret (or to $1).
 #
 # On Linux with glibc the binary is linked statically (static-pie: ASLR and full
-# RELRO kept). Every CLI command is a whole process, and on the machines we measured
-# the dynamic loader (finding, mapping and relocating libc, libm and libgcc_s) was a
-# fifth of a `secret get`; see BENCHMARKS.md. It also runs on any Linux of the same
-# architecture without matching shared libraries.
+# RELRO kept). Every CLI command is a whole process, and on the machine we measured
+# the dynamic loader (finding, mapping and relocating libc, libm and libgcc_s, and the
+# page faults that costs) was about a quarter of a `secret get`; see BENCHMARKS.md.
+# It also runs on any Linux of the same architecture without matching shared libraries.
 #
 # The flag needs an explicit --target: without one, cargo would pass it to the
 # proc-macro crates too, which must stay dynamic. Elsewhere (macOS, musl, ...) this
