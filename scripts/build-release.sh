@@ -15,11 +15,11 @@ cd "$(dirname "$0")/.."
 
 out=${1:-bin/secret}
 host=$(rustc -vV | sed -n 's/^host: //p')
-flags=()
+flags=""
 case "$host" in
-  *-linux-gnu*) flags=(-C target-feature=+crt-static) ;;
+  *-linux-gnu*) flags="-C target-feature=+crt-static" ;;
 esac
-RUSTFLAGS="${RUSTFLAGS:-} ${flags[*]}" cargo build --release --locked --quiet --target "$host"
+RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --locked --quiet --target "$host"
 mkdir -p "$(dirname "$out")"
 cp "target/$host/release/secret" "$out"
 echo "$out"
