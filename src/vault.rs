@@ -327,6 +327,23 @@ fn write_in(
     Ok((version, details))
 }
 
+/// A secret and its versions with their labels, for `history` and the API's versions
+/// route. No values.
+fn history_in(tx: &Tx<'_>, name: &SecretName) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
+    let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+    let versions = tx
+        .versions_of(name.as_str())?
+        .into_iter()
+        .map(|v| VersionMeta {
+            version: v.version,
+            created_at_ms: v.created_at_ms,
+            destroyed_at_ms: v.destroyed_at_ms,
+            labels: label_of(&row, v.version),
+        })
+        .collect();
+    Ok((row, versions))
+}
+
 fn not_found(name: &SecretName) -> VaultError {
     VaultError::NotFound(format!(
         "no secret named {name}; `secret list` shows what exists"
@@ -671,17 +688,7 @@ impl Vault {
     /// The versions of one secret and their labels. No values.
     pub fn history(&mut self, raw_name: &str) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
         self.named("history", raw_name, |tx, _, name| {
-            let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
-            let versions: Vec<VersionMeta> = tx
-                .versions_of(name.as_str())?
-                .into_iter()
-                .map(|v| VersionMeta {
-                    version: v.version,
-                    created_at_ms: v.created_at_ms,
-                    destroyed_at_ms: v.destroyed_at_ms,
-                    labels: label_of(&row, v.version),
-                })
-                .collect();
+            let (row, versions) = history_in(tx, name)?;
             let count = versions.len();
             Ok(Done::new(
                 (row, versions),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::{append, now_ms, read_in, write_in, Done, Keys, Vault};
+use super::{append, history_in, now_ms, read_in, write_in, Done, Keys, Vault};
 use crate::audit::{Actor, AuditFilter, Entry};
 use crate::crypto;
 use crate::error::VaultError;
@@ -336,19 +336,7 @@ fn handle(
         Op::Versions { name } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let row = tx
-                .secret(name.as_str())?
-                .ok_or_else(|| super::not_found(&name))?;
-            let versions: Vec<VersionMeta> = tx
-                .versions_of(name.as_str())?
-                .into_iter()
-                .map(|v| VersionMeta {
-                    version: v.version,
-                    created_at_ms: v.created_at_ms,
-                    destroyed_at_ms: v.destroyed_at_ms,
-                    labels: super::label_of(&row, v.version),
-                })
-                .collect();
+            let (row, versions) = history_in(tx, &name)?;
             Ok(Done::new(Reply::Versions(row, versions), None, json!({})))
         }
         Op::Rotate {
