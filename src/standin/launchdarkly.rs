@@ -14,18 +14,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::extract::{Request, State as AxumState};
 use axum::response::Response;
-use axum::Router;
 use serde_json::{json, Value as Json};
-use tokio::sync::watch;
 
 use super::{
     deliver, guess_content_type, has_header, hex_id, json_response, lock, plan, text_response,
-    unix_millis, uuid, Faults, Incoming, Journal, Plan, Received, Server,
+    unix_millis, uuid, Incoming, Plan, StandIn,
 };
 
 /// Host named in the Cloudflare page of [`Fault::Html403`](super::Fault::Html403).
@@ -55,44 +52,15 @@ pub struct EnvironmentInfo {
 }
 
 /// A running LaunchDarkly stand-in. Dropping it shuts it down.
-pub struct LaunchDarklyStandIn {
-    inner: Arc<Inner>,
-    server: Server,
-}
+pub type LaunchDarklyStandIn = StandIn<LdState>;
 
-struct Inner {
-    state: Mutex<LdState>,
-    faults: Faults,
-    journal: Journal,
-}
-
-#[derive(Clone)]
-struct App {
-    inner: Arc<Inner>,
-    shutdown: watch::Receiver<bool>,
-}
+/// What a request handler of this stand-in gets.
+type App = super::App<LdState>;
 
 impl LaunchDarklyStandIn {
     /// Binds `addr` (loopback; port 0 picks one) and serves on the current runtime.
     pub async fn start(addr: SocketAddr, config: LaunchDarklyConfig) -> io::Result<Self> {
-        let inner = Arc::new(Inner {
-            state: Mutex::new(LdState::new(config)),
-            faults: Faults::default(),
-            journal: Journal::default(),
-        });
-        let app_inner = Arc::clone(&inner);
-        let server = Server::start(addr, move |shutdown| {
-            Router::new().fallback(handle).with_state(App {
-                inner: app_inner,
-                shutdown,
-            })
-        })
-        .await?;
-        Ok(LaunchDarklyStandIn { inner, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        StandIn::serve(addr, LdState::new(config), handle).await
     }
 
     /// `http://127.0.0.1:PORT` (paths start with `/api/v2`).
@@ -138,23 +106,6 @@ impl LaunchDarklyStandIn {
             .get(&(project.to_owned(), environment.to_owned()))
             .map_or(0, |env| env.resets)
     }
-
-    pub fn faults(&self) -> Faults {
-        self.inner.faults.clone()
-    }
-
-    pub fn journal(&self) -> Journal {
-        self.inner.journal.clone()
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.inner.journal.received()
-    }
-
-    /// Requests received for `operation` (see [`Journal::count`]).
-    pub fn journal_count(&self, operation: &str) -> usize {
-        self.inner.journal.count(operation)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -197,7 +148,8 @@ impl Environment {
     }
 }
 
-struct LdState {
+/// The LaunchDarkly stand-in's state (its fields stay private).
+pub struct LdState {
     access_tokens: Vec<String>,
     environments: HashMap<(String, String), Environment>,
 }

@@ -247,6 +247,84 @@ impl StandIns {
 // ---------------------------------------------------------------------------------------
 // Server plumbing shared by the three stand-ins.
 
+/// A running stand-in whose API keeps its state in `S`. Each provider's module adds
+/// `start` and its own accessors for its `S`; dropping it shuts the server down.
+pub struct StandIn<S> {
+    inner: Arc<Shared<S>>,
+    server: Server,
+}
+
+/// What a stand-in's request handler shares with its owner.
+struct Shared<S> {
+    state: Mutex<S>,
+    faults: Faults,
+    journal: Journal,
+}
+
+/// The axum state of a stand-in's handler: what it shares, and the shutdown signal
+/// [`Fault::Hang`] waits for.
+struct App<S> {
+    inner: Arc<Shared<S>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S> Clone for App<S> {
+    fn clone(&self) -> Self {
+        App {
+            inner: Arc::clone(&self.inner),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+impl<S: Send + 'static> StandIn<S> {
+    /// Binds `addr` (loopback; port 0 picks one) and serves every request with `handle`
+    /// on the current runtime.
+    async fn serve<H, T>(addr: SocketAddr, state: S, handle: H) -> io::Result<Self>
+    where
+        H: axum::handler::Handler<T, App<S>>,
+        T: 'static,
+    {
+        let inner = Arc::new(Shared {
+            state: Mutex::new(state),
+            faults: Faults::default(),
+            journal: Journal::default(),
+        });
+        let app_inner = Arc::clone(&inner);
+        let server = Server::start(addr, move |shutdown| {
+            Router::new().fallback(handle).with_state(App {
+                inner: app_inner,
+                shutdown,
+            })
+        })
+        .await?;
+        Ok(StandIn { inner, server })
+    }
+}
+
+impl<S> StandIn<S> {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.inner.faults.clone()
+    }
+
+    pub fn journal(&self) -> Journal {
+        self.inner.journal.clone()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.journal.received()
+    }
+
+    /// Requests received for `operation` (see [`Journal::count`]).
+    pub fn journal_count(&self, operation: &str) -> usize {
+        self.inner.journal.count(operation)
+    }
+}
+
 /// A running axum server on the current tokio runtime. Dropping it stops accepting,
 /// releases hanging requests and lets open connections finish.
 pub(crate) struct Server {

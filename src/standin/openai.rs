@@ -15,19 +15,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::extract::{Request, State as AxumState};
 use axum::http::Method;
 use axum::response::Response;
-use axum::Router;
 use serde_json::{json, Value as Json};
-use tokio::sync::watch;
 
 use super::{
     deliver, guess_content_type, hex_id, json_response, lock, plan, reason, text_response,
-    unix_secs, Faults, Incoming, Journal, Plan, Received, Server, StandInError,
+    unix_secs, Incoming, Plan, StandIn, StandInError,
 };
 
 /// Host named in the Cloudflare page of [`Fault::Html403`](super::Fault::Html403).
@@ -67,44 +64,15 @@ pub struct ServiceAccountInfo {
 }
 
 /// A running OpenAI stand-in. Dropping it shuts it down.
-pub struct OpenAiStandIn {
-    inner: Arc<Inner>,
-    server: Server,
-}
+pub type OpenAiStandIn = StandIn<OpenAiState>;
 
-struct Inner {
-    state: Mutex<OpenAiState>,
-    faults: Faults,
-    journal: Journal,
-}
-
-#[derive(Clone)]
-struct App {
-    inner: Arc<Inner>,
-    shutdown: watch::Receiver<bool>,
-}
+/// What a request handler of this stand-in gets.
+type App = super::App<OpenAiState>;
 
 impl OpenAiStandIn {
     /// Binds `addr` (loopback; port 0 picks one) and serves on the current runtime.
     pub async fn start(addr: SocketAddr, config: OpenAiConfig) -> io::Result<Self> {
-        let inner = Arc::new(Inner {
-            state: Mutex::new(OpenAiState::new(config)),
-            faults: Faults::default(),
-            journal: Journal::default(),
-        });
-        let app_inner = Arc::clone(&inner);
-        let server = Server::start(addr, move |shutdown| {
-            Router::new().fallback(handle).with_state(App {
-                inner: app_inner,
-                shutdown,
-            })
-        })
-        .await?;
-        Ok(OpenAiStandIn { inner, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        StandIn::serve(addr, OpenAiState::new(config), handle).await
     }
 
     /// `http://127.0.0.1:PORT/v1`.
@@ -164,23 +132,6 @@ impl OpenAiStandIn {
             .filter(|a| !a.deleted)
             .filter_map(|a| a.key.as_ref().map(|k| k.value.clone()))
             .collect()
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.inner.faults.clone()
-    }
-
-    pub fn journal(&self) -> Journal {
-        self.inner.journal.clone()
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.inner.journal.received()
-    }
-
-    /// Requests received for `operation` (see [`Journal::count`]).
-    pub fn journal_count(&self, operation: &str) -> usize {
-        self.inner.journal.count(operation)
     }
 }
 
@@ -252,7 +203,8 @@ struct Project {
     accounts: Vec<Account>,
 }
 
-struct OpenAiState {
+/// The OpenAI stand-in's state (its fields stay private).
+pub struct OpenAiState {
     admin_keys: Vec<String>,
     projects: Vec<Project>,
     new_key_warmup: u32,

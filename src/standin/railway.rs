@@ -14,20 +14,17 @@ mod schema;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::extract::{Request, State as AxumState};
 use axum::http::Method;
 use axum::response::Response;
-use axum::Router;
 use serde_json::{json, Map, Value as Json};
-use tokio::sync::watch;
 
 use self::schema::{OpKind, Prepared, Selected};
 use super::{
-    deliver, has_header, json_response, lock, plan, reason, text_response, uuid, Faults, Incoming,
-    Journal, Plan, Received, Server, StandInError,
+    deliver, has_header, json_response, lock, plan, reason, text_response, uuid, Incoming, Plan,
+    StandIn, StandInError,
 };
 
 /// Host named in the Cloudflare page of [`Fault::Html403`](super::Fault::Html403).
@@ -122,44 +119,15 @@ pub struct DeploymentInfo {
 }
 
 /// A running Railway stand-in. Dropping it shuts it down.
-pub struct RailwayStandIn {
-    inner: Arc<Inner>,
-    server: Server,
-}
+pub type RailwayStandIn = StandIn<RailwayState>;
 
-struct Inner {
-    state: Mutex<RailwayState>,
-    faults: Faults,
-    journal: Journal,
-}
-
-#[derive(Clone)]
-struct App {
-    inner: Arc<Inner>,
-    shutdown: watch::Receiver<bool>,
-}
+/// What a request handler of this stand-in gets.
+type App = super::App<RailwayState>;
 
 impl RailwayStandIn {
     /// Binds `addr` (loopback; port 0 picks one) and serves on the current runtime.
     pub async fn start(addr: SocketAddr, config: RailwayConfig) -> io::Result<Self> {
-        let inner = Arc::new(Inner {
-            state: Mutex::new(RailwayState::new(config)),
-            faults: Faults::default(),
-            journal: Journal::default(),
-        });
-        let app_inner = Arc::clone(&inner);
-        let server = Server::start(addr, move |shutdown| {
-            Router::new().fallback(handle).with_state(App {
-                inner: app_inner,
-                shutdown,
-            })
-        })
-        .await?;
-        Ok(RailwayStandIn { inner, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        StandIn::serve(addr, RailwayState::new(config), handle).await
     }
 
     /// `http://127.0.0.1:PORT/graphql/v2`.
@@ -239,23 +207,6 @@ impl RailwayStandIn {
             None => state.forced_health.remove(service_id),
         };
     }
-
-    pub fn faults(&self) -> Faults {
-        self.inner.faults.clone()
-    }
-
-    pub fn journal(&self) -> Journal {
-        self.inner.journal.clone()
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.inner.journal.received()
-    }
-
-    /// Requests received for `operation` (see [`Journal::count`]).
-    pub fn journal_count(&self, operation: &str) -> usize {
-        self.inner.journal.count(operation)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -310,7 +261,8 @@ impl Deployment {
     }
 }
 
-struct RailwayState {
+/// The Railway stand-in's state (its fields stay private).
+pub struct RailwayState {
     project_tokens: Vec<ProjectToken>,
     account_tokens: Vec<String>,
     polls_per_step: u32,
@@ -1084,7 +1036,7 @@ async fn handle(AxumState(app): AxumState<App>, request: Request) -> Response {
     }
 }
 
-impl Inner {
+impl super::Shared<RailwayState> {
     fn graphql(&self, incoming: &Incoming) -> Response {
         if incoming.method != Method::POST {
             return one_error(
