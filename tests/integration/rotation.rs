@@ -193,6 +193,21 @@ max_age = "180d"
             .unwrap()
     }
 
+    /// Starts `secret rotate SECRET` and returns once it is held at its push: the
+    /// Railway upsert hangs until the faults are cleared or the process is killed.
+    pub fn spawn_rotate_held_at_push(&self, secret: &str) -> Child {
+        self.railway
+            .faults()
+            .inject("variableCollectionUpsert", Fault::Hang);
+        let child = self.spawn_rotate(&[secret]);
+        self.wait_for(
+            || self.railway.journal_count("variableCollectionUpsert"),
+            1,
+            "the push",
+        );
+        child
+    }
+
     /// Waits until the named stand-in has received `n` calls of `operation`.
     pub fn wait_for(&self, count: impl Fn() -> usize, n: usize, what: &str) {
         let start = Instant::now();
@@ -545,15 +560,7 @@ fn a_first_rotation_without_the_targets_current_value_is_refused() {
 #[test]
 fn setting_a_value_during_a_rotation_is_refused() {
     let w = World::new("1h");
-    w.railway
-        .faults()
-        .inject("variableCollectionUpsert", Fault::Hang);
-    let mut child = w.spawn_rotate(&["JWT_SECRET"]);
-    w.wait_for(
-        || w.railway.journal_count("variableCollectionUpsert"),
-        1,
-        "the push",
-    );
+    let mut child = w.spawn_rotate_held_at_push("JWT_SECRET");
     w.env
         .run_with(&["set", "JWT_SECRET"], b"by-hand")
         .code(4)
@@ -709,15 +716,7 @@ fn dry_run_and_plan_contact_nothing_and_say_what_will_happen() {
 #[test]
 fn two_processes_never_rotate_one_secret_at_once() {
     let w = World::new("1h");
-    w.railway
-        .faults()
-        .inject("variableCollectionUpsert", Fault::Hang);
-    let mut first = w.spawn_rotate(&["JWT_SECRET"]);
-    w.wait_for(
-        || w.railway.journal_count("variableCollectionUpsert"),
-        1,
-        "the first push",
-    );
+    let mut first = w.spawn_rotate_held_at_push("JWT_SECRET");
     let calls_before = w.railway.received().len();
     let second = w.rotate(&["JWT_SECRET"]).code(4);
     assert!(
@@ -1071,15 +1070,7 @@ fn a_crash_after_the_deploy_call_took_effect_does_not_deploy_again() {
 #[test]
 fn a_corrupt_rotation_record_stops_the_resume_instead_of_guessing() {
     let w = World::new("1h");
-    w.railway
-        .faults()
-        .inject("variableCollectionUpsert", Fault::Hang);
-    let mut child = w.spawn_rotate(&["LAUNCHDARKLY_SDK_KEY"]);
-    w.wait_for(
-        || w.railway.journal_count("variableCollectionUpsert"),
-        1,
-        "the push",
-    );
+    let mut child = w.spawn_rotate_held_at_push("LAUNCHDARKLY_SDK_KEY");
     child.kill().unwrap();
     child.wait().unwrap();
     w.railway.faults().clear();
