@@ -229,6 +229,17 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| json!({}))
 }
 
+/// Records deployment `id` (null: the target made none) under `key` in a run's
+/// deployments, and returns the updated map.
+fn record_deployment(row: &mut RotationRow, key: &str, id: Option<&DeploymentId>) -> Value {
+    let mut deployments = parse_json(&row.deployments);
+    if let Some(map) = deployments.as_object_mut() {
+        map.insert(key.to_string(), json!(id.map(|d| d.0.clone())));
+    }
+    row.deployments = deployments.to_string();
+    deployments
+}
+
 impl Engine {
     pub fn new(
         vault: Vault,
@@ -992,14 +1003,7 @@ impl Engine {
                                 Ok(before) => {
                                     for &i in &members {
                                         let run = &mut runs[i];
-                                        let mut deployments = parse_json(&run.row.deployments);
-                                        if let Some(map) = deployments.as_object_mut() {
-                                            map.insert(
-                                                marker.clone(),
-                                                json!(before.as_ref().map(|d| d.0.clone())),
-                                            );
-                                        }
-                                        run.row.deployments = deployments.to_string();
+                                        record_deployment(&mut run.row, &marker, before.as_ref());
                                         self.vault.rotation_step(
                                             &mut run.row,
                                             "deploying",
@@ -1023,14 +1027,8 @@ impl Engine {
                     );
                     for &i in &members {
                         let run = &mut runs[i];
-                        let mut deployments = parse_json(&run.row.deployments);
-                        if let Some(map) = deployments.as_object_mut() {
-                            map.insert(
-                                target_name.clone(),
-                                json!(deployment.as_ref().map(|d| d.0.clone())),
-                            );
-                        }
-                        run.row.deployments = deployments.to_string();
+                        let deployments =
+                            record_deployment(&mut run.row, &target_name, deployment.as_ref());
                         let all_pushed =
                             run.policy.push.iter().all(|t| deployments.get(t).is_some());
                         if all_pushed {
