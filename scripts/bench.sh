@@ -21,7 +21,7 @@ runs=${RUNS:-300}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 bin=$(bash scripts/build-release.sh "$work/secret")
-cargo build --release --quiet
+cargo build --release --quiet -p secret --bin secret
 dynamic="$PWD/target/release/secret"
 # The audit actor comes from $USER as in a login shell; without it every command would
 # also look the uid up in the password database.

@@ -19,7 +19,7 @@ flags=""
 case "$host" in
   *-linux-gnu*) flags="-C target-feature=+crt-static" ;;
 esac
-RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --locked --quiet --target "$host"
+RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --locked --quiet --target "$host" -p secret --bin secret
 mkdir -p "$(dirname "$out")"
 cp "target/$host/release/secret" "$out"
 echo "$out"

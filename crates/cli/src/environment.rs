@@ -1,0 +1,114 @@
+//! Everything the `secret` command takes from the process environment beyond its
+//! flags, read once by `main` and passed down as a value. Nothing below the binary
+//! reads an environment variable; the demo (and any embedding) builds its own
+//! [`Environment`] instead of calling `set_var`.
+//!
+//! `SECRET_VAULT`, `SECRET_IDENTITY_FILE` and `SECRET_POLICIES` are read by clap as
+//! the defaults of their flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// The environment as the CLI sees it.
+#[derive(Default)]
+pub struct Environment {
+    /// `HOME`.
+    pub home: Option<PathBuf>,
+    /// `XDG_DATA_HOME` (the default vault lives under it).
+    pub xdg_data_home: Option<PathBuf>,
+    /// `XDG_CONFIG_HOME` (the default identity lives under it).
+    pub xdg_config_home: Option<PathBuf>,
+    /// `USER`, else `LOGNAME`: who the audit log names.
+    pub user: Option<String>,
+    /// `SECRET_IDENTITY`: the `AGE-SECRET-KEY-1...` text itself.
+    pub identity_text: Option<SecretString>,
+    /// `SECRET_PASSPHRASE`.
+    pub passphrase: Option<SecretString>,
+    /// `SECRET_SCRYPT_LOG_N`: the scrypt work factor of a new passphrase copy.
+    pub scrypt_log_n: Option<u8>,
+    /// How long rotations wait and retry (shortened by tests and the demo).
+    pub tuning: Tuning,
+}
+
+/// `SECRET_POLL_INTERVAL_MS`, `SECRET_RETRY_BASE_MS`, `SECRET_HTTP_TIMEOUT_MS`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tuning {
+    pub poll_interval: Option<Duration>,
+    pub retry_base: Option<Duration>,
+    pub http_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("home", &self.home)
+            .field("user", &self.user)
+            .field(
+                "identity_text",
+                &self.identity_text.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "[redacted]"),
+            )
+            .field("tuning", &self.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Environment {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        let text = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        let path = |var: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let ms = |var: &str| {
+            text(var)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        };
+        Self {
+            home: path("HOME"),
+            xdg_data_home: path("XDG_DATA_HOME"),
+            xdg_config_home: path("XDG_CONFIG_HOME"),
+            user: text("USER").or_else(|| text("LOGNAME")),
+            identity_text: std::env::var("SECRET_IDENTITY")
+                .ok()
+                .map(SecretString::from),
+            passphrase: std::env::var("SECRET_PASSPHRASE")
+                .ok()
+                .map(SecretString::from),
+            scrypt_log_n: text("SECRET_SCRYPT_LOG_N").and_then(|v| v.parse().ok()),
+            tuning: Tuning {
+                poll_interval: ms("SECRET_POLL_INTERVAL_MS"),
+                retry_base: ms("SECRET_RETRY_BASE_MS"),
+                http_timeout: ms("SECRET_HTTP_TIMEOUT_MS"),
+            },
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    /// `$XDG_DATA_HOME/secret/vault.db`.
+    pub fn default_vault_path(&self) -> PathBuf {
+        self.xdg_data_home
+            .clone()
+            .unwrap_or_else(|| self.home().join(".local/share"))
+            .join("secret/vault.db")
+    }
+
+    /// `$XDG_CONFIG_HOME/secret/identity.txt`.
+    pub fn default_identity_path(&self) -> PathBuf {
+        self.xdg_config_home
+            .clone()
+            .unwrap_or_else(|| self.home().join(".config"))
+            .join("secret/identity.txt")
+    }
+}

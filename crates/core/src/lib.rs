@@ -1,0 +1,44 @@
+//! `secret-core`: the vault itself — validated names and values, envelope encryption,
+//! the SQLite store, the audit chain, policies and the clock. No async runtime and no
+//! HTTP: everything here is synchronous and called by the adapters above it.
+//!
+//! # Layout
+//!
+//! ```text
+//!  vault (the facade) ──► store (SQLite: every SQL statement, migrations/sqlite)
+//!    │                ├─► crypto (the only user of age and ring)
+//!    │                └─► audit (chain encoding, MACs, verification)
+//!    └─ model · rotation_state · policy · scope · clock · error · render
+//! ```
+//!
+//! - [`vault::Vault`] is the facade every adapter calls. It unlocks the vault key,
+//!   applies the versioning rules, and appends one audit entry per operation (in the
+//!   same transaction as a change; committed before a read returns its value).
+//! - [`store`] owns the SQLite file and all SQL; rows stay inside it and at the vault's
+//!   boundary.
+//! - [`crypto`] wraps the vault key with age and seals values with AES-256-GCM (ring).
+//! - [`audit`] defines the entry encoding, the MAC chain, the sealed head, and
+//!   verification; [`vault`] decides what gets recorded.
+//! - [`model`] holds validated names, version numbers and the value wrapper that keeps
+//!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
+//!   triggers of a rotation run, stored as text only at the store boundary.
+//! - [`policy`] parses `policies/*.toml` strictly; [`scope`] parses token scopes.
+//! - [`clock`] is the one source of "now"; [`error`] maps every failure to one exit
+//!   code; [`render`] is the presentation the CLI and the API share (times, audit
+//!   entries, rotation runs as JSON).
+//!
+//! Nothing here imports from the rotation, server or CLI crates; Cargo enforces it.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod audit;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod model;
+pub mod policy;
+pub mod render;
+pub mod scope;
+pub mod store;
+pub mod vault;

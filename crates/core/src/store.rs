@@ -1,0 +1,1275 @@
+//! The SQLite store: every SQL statement of the crate and the migrations.
+//!
+//! One file, WAL, `synchronous=FULL` (a confirmed write survives power loss),
+//! `secure_delete` (destroyed ciphertext is zeroed, not just unlinked). Writers take
+//! the lock up front (`BEGIN IMMEDIATE`) with a busy timeout, so concurrent
+//! processes wait briefly instead of failing with "database is locked".
+//!
+//! The schema lives in `migrations/NNNN_name.sql`, embedded at build time and applied
+//! in order, with the count recorded in `PRAGMA user_version`.
+//!
+//! This module sees rows and domain types; it knows nothing of crypto or the CLI.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::audit::{AuditFilter, Entry, Head, UnkeyedEvent};
+use crate::model::{SecretMeta, VersionNumber};
+
+/// Embedded migrations, applied in order. Never edit one that has been released.
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_rotation",
+        include_str!("../../../migrations/sqlite/0002_rotation.sql"),
+    ),
+    (
+        "0003_tokens",
+        include_str!("../../../migrations/sqlite/0003_tokens.sql"),
+    ),
+];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the vault at {} has schema version {found}, newer than this build of secret understands \
+         (up to {supported}); upgrade secret, and do not open it with this version again",
+        .path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{} is not a secret vault ({reason})", .path.display())]
+    NotAVault { path: PathBuf, reason: String },
+    #[error("the vault is busy: another process held its write lock for more than {} s; try again", BUSY_TIMEOUT.as_secs())]
+    Busy,
+    #[error("cannot create {}: {source}", .path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+}
+
+/// Reduces a SQLite error to the variant a caller can act on.
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        sqlite_error(e)
+    }
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// This connection committed a change (a synced write) since it opened.
+    changed: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+/// How durable a commit must be before `write` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsynced: survives power loss. Every change to secrets, keys or rotations.
+    Synced,
+    /// Committed to the WAL, fsynced with the next synced write or checkpoint:
+    /// survives a crash of the process, not a power cut. The audit entries of reads.
+    Committed,
+}
+
+/// The vault's identity row.
+pub struct VaultRow {
+    pub vault_id: Vec<u8>,
+    pub key_check: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// One wrapped copy of the vault key.
+pub struct KeyringRow {
+    pub kind: KeyringKind,
+    pub recipients: Vec<String>,
+    pub wrapped_key: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyringKind {
+    Recipients,
+    Passphrase,
+}
+
+impl KeyringKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyringKind::Recipients => "recipients",
+            KeyringKind::Passphrase => "passphrase",
+        }
+    }
+}
+
+/// A secret's row: its labels and bookkeeping.
+#[derive(Clone, Debug)]
+pub struct SecretRow {
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub deleted_at_ms: Option<i64>,
+    pub latest_version: u64,
+    pub current_version: Option<u64>,
+    pub pending_version: Option<u64>,
+    pub previous_version: Option<u64>,
+}
+
+/// One stored version. The sealed bytes are `None` once destroyed.
+pub struct VersionRow {
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub nonce: Option<Vec<u8>>,
+    pub ciphertext: Option<Vec<u8>>,
+    pub destroyed_at_ms: Option<i64>,
+    /// Provider handle of this version (JSON; ids and public keys, never a value).
+    pub meta: String,
+}
+
+/// One rotation run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationRow {
+    pub id: String,
+    pub secret: String,
+    pub generator: String,
+    pub trigger: String,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub revoke_after_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub error: Option<String>,
+    pub provider_state: String,
+    pub deployments: String,
+}
+
+/// An API token as stored: never the token itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub hash: Vec<u8>,
+    pub scopes: Vec<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub last_used_at_ms: Option<i64>,
+}
+
+impl RotationRow {
+    /// A run that has just begun (or been requested): no outcome, nothing recorded yet.
+    pub fn begun(
+        id: String,
+        secret: String,
+        generator: String,
+        trigger: String,
+        state: &str,
+        old_version: Option<u64>,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            secret,
+            generator,
+            trigger,
+            state: state.into(),
+            outcome: None,
+            old_version,
+            new_version: None,
+            started_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            finished_at_ms: None,
+            revoke_after_ms: None,
+            revoked_at_ms: None,
+            error: None,
+            provider_state: "{}".into(),
+            deployments: "{}".into(),
+        }
+    }
+}
+
+/// One recorded step of a rotation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepRow {
+    pub seq: u64,
+    pub step: String,
+    pub status: String,
+    pub at_ms: i64,
+    pub detail: String,
+}
+
+/// A transaction. Every read and write of the vault goes through one.
+pub struct Tx<'a>(rusqlite::Transaction<'a>);
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+impl Store {
+    /// Creates a new, empty vault file (mode 0600, parent folders 0700) with the schema applied.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            create_private_dir(parent)?;
+        }
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        small_lookaside();
+        let result = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(StoreError::from)
+        .and_then(|conn| Self::configure(conn, path))
+        .and_then(|mut store| store.migrate().map(|_| store));
+        if result.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        result
+    }
+
+    /// Opens an existing vault file, applying any migrations it lacks.
+    /// The caller checks that the file exists (to give the "run `secret init`" hint).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        small_lookaside();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut store = Self::configure(conn, path)?;
+        let version = store.user_version()?;
+        if version == 0 {
+            return Err(StoreError::NotAVault {
+                path: path.to_path_buf(),
+                reason: "it has no vault schema; create vaults with `secret init`".into(),
+            });
+        }
+        if version != SCHEMA_VERSION {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    fn configure(conn: Connection, path: &Path) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let not_a_vault = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::NotAVault {
+                path: path.to_path_buf(),
+                reason: "not an SQLite database".into(),
+            },
+            _ => sqlite_error(e),
+        };
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(not_a_vault)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NotAVault {
+                path: path.to_path_buf(),
+                reason: format!("cannot switch it to WAL (journal mode {mode})"),
+            });
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;",
+        )?;
+        // Closing is handled in `Drop` (see there), not by SQLite's checkpoint-on-close.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+            changed: false,
+        })
+    }
+
+    fn user_version(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Applies, in order, every migration the file lacks. Refuses a file from a
+    /// newer build. Idempotent.
+    pub fn migrate(&mut self) -> Result<(), StoreError> {
+        let found = self.user_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Re-read under the lock: another process may have migrated meanwhile.
+            let now: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if now as usize > index {
+                continue;
+            }
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", index as u32 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a write transaction taken up front (`BEGIN IMMEDIATE`); commits
+    /// when it returns `Ok`, rolls back otherwise. The commit is fsynced.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.write_with(Durability::Synced, f)
+    }
+
+    /// Like [`Store::write`], choosing whether the commit waits for an fsync.
+    pub fn write_with<T, E: From<StoreError>>(
+        &mut self,
+        durability: Durability,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let relaxed = durability == Durability::Committed;
+        if relaxed {
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(StoreError::from)?;
+        }
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            let tx = Tx(tx);
+            let value = f(&tx)?;
+            tx.0.commit().map_err(StoreError::from)?;
+            Ok(value)
+        })();
+        if result.is_ok() && !relaxed {
+            self.changed = true;
+        }
+        if relaxed {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(StoreError::from)?;
+        }
+        result
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(StoreError::from)?;
+        let tx = Tx(tx);
+        let value = f(&tx)?;
+        tx.0.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+
+    /// Moves every committed page into the main file and truncates the WAL, so old
+    /// page images (e.g. of a destroyed ciphertext) do not linger in it.
+    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// Shrinks SQLite's per-connection lookaside allocator from 48 KiB to 8 KiB, once, before
+/// the first connection. SQLite writes through the whole lookaside block when a connection
+/// opens; in a short CLI process those are a dozen fresh pages to fault in before any work
+/// (a `secret get` costs a few hundred microseconds of page faults in all), while statement
+/// memory beyond it comes from the heap the process already touched.
+fn small_lookaside() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_LOOKASIDE takes two ints. Called before any connection
+        // exists; if SQLite was already initialised it returns SQLITE_MISUSE and keeps
+        // its defaults, which is harmless.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_LOOKASIDE,
+                128 as std::os::raw::c_int,
+                64 as std::os::raw::c_int,
+            );
+        }
+    });
+}
+
+/// WAL frames (of a 4 KiB page) a closing connection leaves for the next process.
+const WAL_KEEP_BYTES: u64 = 64 * (4096 + 24);
+
+impl Drop for Store {
+    /// Each CLI command is a short process. SQLite's own checkpoint-on-close would
+    /// cost every command several fsyncs and delete and recreate the WAL; never
+    /// checkpointing is worse, because the next process then rebuilds its WAL index by
+    /// reading every frame. So a connection that changed something folds the WAL into
+    /// the database and truncates it on close (the file alone then holds every change,
+    /// which is what a copy of it needs), while a read-only command leaves a small WAL
+    /// (at most the audit entries of a few reads) for the next process. It does not
+    /// wait for readers (a running `serve`): their own checkpoints take over.
+    /// Durability is unaffected either way: every commit is already in the WAL.
+    fn drop(&mut self) {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_len = fs::metadata(PathBuf::from(wal))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if wal_len > 0 && (self.changed || wal_len > WAL_KEEP_BYTES) {
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self.checkpoint_truncate();
+        }
+    }
+}
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(|n| n as u64)
+}
+
+fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
+    Ok(SecretRow {
+        name: r.get(0)?,
+        description: r.get(1)?,
+        created_at_ms: r.get(2)?,
+        updated_at_ms: r.get(3)?,
+        deleted_at_ms: r.get(4)?,
+        latest_version: r.get::<_, i64>(5)? as u64,
+        current_version: opt_u64(r.get(6)?),
+        pending_version: opt_u64(r.get(7)?),
+        previous_version: opt_u64(r.get(8)?),
+    })
+}
+
+const SECRET_COLUMNS: &str = "name, description, created_at, updated_at, deleted_at, \
+     latest_version, current_version, pending_version, previous_version";
+
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        seq: r.get::<_, i64>(0)? as u64,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        pid: r.get::<_, Option<i64>>(3)?.map(|p| p as u32),
+        action: r.get(4)?,
+        secret: r.get(5)?,
+        version: opt_u64(r.get(6)?),
+        outcome: r.get(7)?,
+        request_id: r.get(8)?,
+        details: r.get(9)?,
+        mac: r.get(10)?,
+    })
+}
+
+const ROTATION_COLUMNS: &str = "id, secret, generator, trigger, state, outcome, old_version, \
+     new_version, started_at, updated_at, finished_at, revoke_after, revoked_at, error, \
+     provider_state, deployments";
+
+fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
+    Ok(RotationRow {
+        id: r.get(0)?,
+        secret: r.get(1)?,
+        generator: r.get(2)?,
+        trigger: r.get(3)?,
+        state: r.get(4)?,
+        outcome: r.get(5)?,
+        old_version: opt_u64(r.get(6)?),
+        new_version: opt_u64(r.get(7)?),
+        started_at_ms: r.get(8)?,
+        updated_at_ms: r.get(9)?,
+        finished_at_ms: r.get(10)?,
+        revoke_after_ms: r.get(11)?,
+        revoked_at_ms: r.get(12)?,
+        error: r.get(13)?,
+        provider_state: r.get(14)?,
+        deployments: r.get(15)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, hash, scopes, created_at, expires_at, revoked_at, last_used_at";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    let scopes: String = r.get(3)?;
+    Ok(TokenRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        hash: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        created_at_ms: r.get(4)?,
+        expires_at_ms: r.get(5)?,
+        revoked_at_ms: r.get(6)?,
+        last_used_at_ms: r.get(7)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "seq, at_ms, actor, pid, action, secret, version, outcome, request_id, details, mac";
+
+impl Tx<'_> {
+    // --- vault identity and keyring -------------------------------------------------
+
+    pub fn vault_row(&self) -> Result<Option<VaultRow>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT vault_id, key_check, created_at FROM vault WHERE id = 1",
+                [],
+                |r| {
+                    Ok(VaultRow {
+                        vault_id: r.get(0)?,
+                        key_check: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn insert_vault_row(&self, row: &VaultRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO vault (id, vault_id, key_check, created_at) VALUES (1, ?1, ?2, ?3)",
+            params![row.vault_id, row.key_check, row.created_at_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn keyring(&self) -> Result<Vec<KeyringRow>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT kind, recipients, wrapped_key FROM keyring ORDER BY kind")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, recipients, wrapped_key) = row?;
+            let kind = match kind.as_str() {
+                "recipients" => KeyringKind::Recipients,
+                "passphrase" => KeyringKind::Passphrase,
+                other => {
+                    return Err(StoreError::Corrupt {
+                        table: "keyring",
+                        reason: format!("unknown kind {other:?}"),
+                    })
+                }
+            };
+            let recipients = recipients
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            out.push(KeyringRow {
+                kind,
+                recipients,
+                wrapped_key,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn put_keyring(&self, row: &KeyringRow, now_ms: i64) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO keyring (kind, recipients, wrapped_key, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind) DO UPDATE SET recipients = excluded.recipients,
+               wrapped_key = excluded.wrapped_key, updated_at = excluded.updated_at",
+            params![row.kind.as_str(), row.recipients.join("\n"), row.wrapped_key, now_ms],
+        )?;
+        Ok(())
+    }
+
+    // --- secrets and versions --------------------------------------------------------
+
+    pub fn secret(&self, name: &str) -> Result<Option<SecretRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE name = ?1"
+        ))?;
+        Ok(stmt.query_row([name], secret_row).optional()?)
+    }
+
+    /// Inserts or replaces a secret's row.
+    pub fn save_secret(&self, row: &SecretRow) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "INSERT INTO secrets ({SECRET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description,
+               updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
+               latest_version = excluded.latest_version, current_version = excluded.current_version,
+               pending_version = excluded.pending_version, previous_version = excluded.previous_version"
+        ))?;
+        stmt.execute(params![
+            row.name,
+            row.description,
+            row.created_at_ms,
+            row.updated_at_ms,
+            row.deleted_at_ms,
+            row.latest_version as i64,
+            row.current_version.map(|v| v as i64),
+            row.pending_version.map(|v| v as i64),
+            row.previous_version.map(|v| v as i64),
+        ])?;
+        Ok(())
+    }
+
+    pub fn version(
+        &self,
+        name: &str,
+        version: VersionNumber,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT version, created_at, nonce, ciphertext, destroyed_at, meta
+             FROM versions WHERE name = ?1 AND version = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![name, version.get() as i64], |r| {
+                Ok(VersionRow {
+                    version: r.get::<_, i64>(0)? as u64,
+                    created_at_ms: r.get(1)?,
+                    nonce: r.get(2)?,
+                    ciphertext: r.get(3)?,
+                    destroyed_at_ms: r.get(4)?,
+                    meta: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn insert_version(
+        &self,
+        name: &str,
+        version: VersionNumber,
+        now_ms: i64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        meta: &str,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO versions (name, version, created_at, nonce, ciphertext, meta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![
+            name,
+            version.get() as i64,
+            now_ms,
+            nonce,
+            ciphertext,
+            meta
+        ])?;
+        Ok(())
+    }
+
+    /// Wipes one version's sealed bytes for good.
+    pub fn destroy_version(
+        &self,
+        name: &str,
+        version: VersionNumber,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE versions SET nonce = NULL, ciphertext = NULL, destroyed_at = ?3
+             WHERE name = ?1 AND version = ?2",
+            params![name, version.get() as i64, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Versions of one secret, oldest first, without their sealed bytes.
+    pub fn versions_of(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT version, created_at, destroyed_at, meta FROM versions WHERE name = ?1 ORDER BY version",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            Ok(VersionRow {
+                version: r.get::<_, i64>(0)? as u64,
+                created_at_ms: r.get(1)?,
+                nonce: None,
+                ciphertext: None,
+                destroyed_at_ms: r.get(2)?,
+                meta: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every secret's metadata, by name.
+    pub fn list_secrets(&self, include_deleted: bool) -> Result<Vec<SecretMeta>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT s.name, s.description, s.created_at, s.updated_at, s.deleted_at,
+                    s.latest_version, s.current_version, s.pending_version, s.previous_version,
+                    (SELECT COUNT(*) FROM versions v WHERE v.name = s.name AND v.destroyed_at IS NULL)
+             FROM secrets s WHERE ?1 OR s.deleted_at IS NULL ORDER BY s.name",
+        )?;
+        let rows = stmt.query_map([include_deleted], |r| {
+            let row = secret_row(r)?;
+            Ok(SecretMeta {
+                name: row.name,
+                description: row.description,
+                created_at_ms: row.created_at_ms,
+                updated_at_ms: row.updated_at_ms,
+                deleted_at_ms: row.deleted_at_ms,
+                latest_version: row.latest_version,
+                current_version: row.current_version,
+                pending_version: row.pending_version,
+                previous_version: row.previous_version,
+                live_versions: r.get::<_, i64>(9)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes the oldest versions that carry no label, keeping `keep` versions in all.
+    /// Returns the version numbers removed.
+    pub fn prune_versions(
+        &self,
+        name: &str,
+        keep: u64,
+        labelled: &[u64],
+    ) -> Result<Vec<u64>, StoreError> {
+        let all = self.versions_of(name)?;
+        let excess = (all.len() as u64).saturating_sub(keep);
+        let doomed: Vec<u64> = all
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| !labelled.contains(v))
+            .take(excess as usize)
+            .collect();
+        let mut stmt = self
+            .0
+            .prepare_cached("DELETE FROM versions WHERE name = ?1 AND version = ?2")?;
+        for v in &doomed {
+            stmt.execute(params![name, *v as i64])?;
+        }
+        Ok(doomed)
+    }
+
+    // --- rotations ---------------------------------------------------------------------
+
+    pub fn save_rotation(&self, row: &RotationRow) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "INSERT INTO rotations ({ROTATION_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, outcome = excluded.outcome,
+               old_version = excluded.old_version, new_version = excluded.new_version,
+               updated_at = excluded.updated_at, finished_at = excluded.finished_at,
+               revoke_after = excluded.revoke_after, revoked_at = excluded.revoked_at,
+               error = excluded.error, provider_state = excluded.provider_state,
+               deployments = excluded.deployments"
+        ))?;
+        stmt.execute(params![
+            row.id,
+            row.secret,
+            row.generator,
+            row.trigger,
+            row.state,
+            row.outcome,
+            row.old_version.map(|v| v as i64),
+            row.new_version.map(|v| v as i64),
+            row.started_at_ms,
+            row.updated_at_ms,
+            row.finished_at_ms,
+            row.revoke_after_ms,
+            row.revoked_at_ms,
+            row.error,
+            row.provider_state,
+            row.deployments,
+        ])?;
+        Ok(())
+    }
+
+    pub fn rotation(&self, id: &str) -> Result<Option<RotationRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ROTATION_COLUMNS} FROM rotations WHERE id = ?1"
+        ))?;
+        Ok(stmt.query_row([id], rotation_row).optional()?)
+    }
+
+    /// Rotations, newest first, optionally of one secret.
+    pub fn rotations(
+        &self,
+        secret: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RotationRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ROTATION_COLUMNS} FROM rotations WHERE (?1 IS NULL OR secret = ?1)
+             ORDER BY started_at DESC, id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(
+            params![secret, limit.min(i64::MAX as u64) as i64],
+            rotation_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rotations still in progress or waiting for their revoke step, oldest first.
+    pub fn open_rotations(&self) -> Result<Vec<RotationRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ROTATION_COLUMNS} FROM rotations
+             WHERE state NOT IN ('done', 'rolled_back', 'failed') ORDER BY started_at, id"
+        ))?;
+        let rows = stmt.query_map([], rotation_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of a rotation of `secret` that is running or interrupted (not one that
+    /// only waits for its revoke step).
+    pub fn rotation_in_progress(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id FROM rotations WHERE secret = ?1
+             AND state NOT IN ('done', 'rolled_back', 'failed', 'grace') LIMIT 1",
+        )?;
+        Ok(stmt.query_row([secret], |r| r.get(0)).optional()?)
+    }
+
+    pub fn insert_step(
+        &self,
+        rotation_id: &str,
+        step: &str,
+        status: &str,
+        at_ms: i64,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO rotation_steps (rotation_id, seq, step, status, at_ms, detail)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rotation_steps WHERE rotation_id = ?1),
+                     ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![rotation_id, step, status, at_ms, detail])?;
+        Ok(())
+    }
+
+    pub fn steps(&self, rotation_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT seq, step, status, at_ms, detail FROM rotation_steps
+             WHERE rotation_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([rotation_id], |r| {
+            Ok(StepRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                step: r.get(1)?,
+                status: r.get(2)?,
+                at_ms: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // --- savepoints: several operations in one transaction, each undone alone ----------
+
+    pub fn savepoint(&self) -> Result<(), StoreError> {
+        self.0.execute_batch("SAVEPOINT op")?;
+        Ok(())
+    }
+
+    pub fn release(&self) -> Result<(), StoreError> {
+        self.0.execute_batch("RELEASE op")?;
+        Ok(())
+    }
+
+    pub fn rollback_to_savepoint(&self) -> Result<(), StoreError> {
+        self.0.execute_batch("ROLLBACK TO op; RELEASE op")?;
+        Ok(())
+    }
+
+    // --- tokens ------------------------------------------------------------------------
+
+    pub fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at, revoked_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                row.id,
+                row.name,
+                row.hash,
+                serde_json::to_string(&row.scopes).unwrap_or_else(|_| "[]".into()),
+                row.created_at_ms,
+                row.expires_at_ms,
+                row.revoked_at_ms,
+                row.last_used_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], token_row).optional()?)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map([], token_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let n = self.0.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id, now_ms])?;
+        Ok(())
+    }
+
+    // --- locks -------------------------------------------------------------------------
+
+    /// The current holder of a lock and when its lease ends.
+    pub fn lock(&self, name: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT holder, expires_at FROM locks WHERE name = ?1")?;
+        Ok(stmt
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    pub fn put_lock(&self, name: &str, holder: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO locks (name, holder, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            params![name, holder, expires_at_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_lock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM locks WHERE name = ?1 AND holder = ?2",
+            params![name, holder],
+        )?;
+        Ok(())
+    }
+
+    // --- audit -----------------------------------------------------------------------
+
+    pub fn audit_head(&self) -> Result<Option<Head>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT seq, mac, seal FROM audit_head WHERE id = 1")?;
+        Ok(stmt
+            .query_row([], |r| {
+                Ok(Head {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    mac: r.get(1)?,
+                    seal: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Appends one entry and moves the head to it.
+    pub fn append_audit(&self, entry: &Entry, head: &Head) -> Result<(), StoreError> {
+        let mut insert = self.0.prepare_cached(&format!(
+            "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ))?;
+        insert.execute(params![
+            entry.seq as i64,
+            entry.at_ms,
+            entry.actor,
+            entry.pid.map(i64::from),
+            entry.action,
+            entry.secret,
+            entry.version.map(|v| v as i64),
+            entry.outcome,
+            entry.request_id,
+            entry.details,
+            entry.mac,
+        ])?;
+        let mut head_stmt = self.0.prepare_cached(
+            "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
+        )?;
+        head_stmt.execute(params![head.seq as i64, head.mac, head.seal])?;
+        Ok(())
+    }
+
+    /// Calls `f` on every entry in sequence order, stopping at its first error.
+    pub fn for_each_audit<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stmt = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM audit_log ORDER BY seq"
+            ))
+            .map_err(StoreError::from)?;
+        let mut rows = stmt.query([]).map_err(StoreError::from)?;
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            f(entry_row(row).map_err(StoreError::from)?)?;
+        }
+        Ok(())
+    }
+
+    /// Entries matching a filter, oldest first (the newest `limit` when limited).
+    pub fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<Entry>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT * FROM (
+               SELECT {ENTRY_COLUMNS} FROM audit_log
+               WHERE (?1 IS NULL OR secret = ?1)
+                 AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%')
+                 AND (?3 IS NULL OR actor = ?3 OR actor = 'user:' || ?3 OR actor = 'token:' || ?3)
+                 AND (?4 IS NULL OR at_ms >= ?4)
+               ORDER BY seq DESC LIMIT ?5)
+             ORDER BY seq"
+        ))?;
+        let limit = filter
+            .limit
+            .map(|l| l.min(i64::MAX as u64) as i64)
+            .unwrap_or(-1);
+        let rows = stmt.query_map(
+            params![
+                filter.secret,
+                filter.action,
+                filter.actor,
+                filter.since_ms,
+                limit
+            ],
+            entry_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records an event that happened before the vault key was available.
+    pub fn insert_unkeyed(&self, event: &UnkeyedEvent) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO audit_unkeyed (at_ms, actor, pid, action, outcome, request_id, details)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                event.at_ms,
+                event.actor,
+                event.pid.map(i64::from),
+                event.action,
+                event.outcome,
+                event.request_id,
+                event.details
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn has_unkeyed(&self) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_unkeyed)")?;
+        Ok(stmt.query_row([], |r| r.get(0))?)
+    }
+
+    /// Removes and returns every unkeyed event, oldest first.
+    pub fn take_unkeyed(&self) -> Result<Vec<UnkeyedEvent>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT at_ms, actor, pid, action, outcome, request_id, details
+             FROM audit_unkeyed ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UnkeyedEvent {
+                at_ms: r.get(0)?,
+                actor: r.get(1)?,
+                pid: r.get::<_, Option<i64>>(2)?.map(|p| p as u32),
+                action: r.get(3)?,
+                outcome: r.get(4)?,
+                request_id: r.get(5)?,
+                details: r.get(6)?,
+            })
+        })?;
+        let events = rows.collect::<Result<Vec<_>, _>>()?;
+        self.0.execute("DELETE FROM audit_unkeyed", [])?;
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn migrations_apply_to_an_empty_database_and_reapply_idempotently() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let store = Store::create(&path).unwrap();
+        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
+        let before = tables(&store.conn);
+        assert!(before.contains(&"secrets".to_string()));
+        assert!(before.contains(&"audit_log".to_string()));
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        store.migrate().unwrap();
+        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(tables(&store.conn), before);
+    }
+
+    #[test]
+    fn every_earlier_schema_version_migrates_to_the_latest() {
+        for start in 0..SCHEMA_VERSION {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("v.db");
+            {
+                let conn = Connection::open(&path).unwrap();
+                for (_, sql) in &MIGRATIONS[..start as usize] {
+                    conn.execute_batch(sql).unwrap();
+                }
+                conn.pragma_update(None, "user_version", start).unwrap();
+            }
+            let conn = Connection::open(&path).unwrap();
+            let mut store = Store::configure(conn, &path).unwrap();
+            store.migrate().unwrap();
+            assert_eq!(
+                store.user_version().unwrap(),
+                SCHEMA_VERSION,
+                "from {start}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        drop(Store::create(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade secret"));
+    }
+
+    #[test]
+    fn files_are_private_and_wal_is_on() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/v.db");
+        let store = Store::create(&path).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let journal: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn garbage_files_are_not_vaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        fs::write(
+            &path,
+            b"this is not sqlite at all, just some text padding it out....",
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::NotAVault { .. })
+        ));
+        let empty = dir.path().join("e.db");
+        Connection::open(&empty)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        assert!(matches!(
+            Store::open(&empty),
+            Err(StoreError::NotAVault { .. })
+        ));
+    }
+}

@@ -1,0 +1,1323 @@
+//! The vault: the one facade the CLI (and later the API and the scheduler) calls.
+//!
+//! It unlocks the store with the caller's identity or passphrase, applies the
+//! versioning rules (labels, compare-and-set, soft delete, destroy), and makes every
+//! operation append exactly one audit entry: in the same transaction as the change
+//! for writes, and committed before the value is returned for reads. When the entry
+//! cannot be written the operation fails (fail closed). Refusals are logged too, with
+//! their error code, in a transaction of their own.
+//!
+//! Adapters never touch SQL or crypto: they call this.
+
+use std::path::Path;
+
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent, Verifier};
+use crate::clock::Clock;
+use crate::crypto::{self, CryptoError, Identities, MacKey, ValueSlot, VaultKey, VAULT_ID_LEN};
+use crate::error::VaultError;
+use crate::model::{
+    InputError, Label, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
+    VersionSelector,
+};
+use crate::store::{Durability, KeyringKind, KeyringRow, Store, StoreError, Tx, VaultRow};
+pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
+
+mod api;
+pub use api::{ApiCall, CallError, Op, Reply};
+
+/// A lazily asked passphrase: called only when the vault has a passphrase copy of its
+/// key and no identity opened it.
+pub type PassphraseSource = Box<dyn FnOnce() -> Result<SecretString, String>>;
+
+/// What the caller brings to open a vault.
+pub struct Unlocker {
+    pub identities: Option<Identities>,
+    pub passphrase: Option<PassphraseSource>,
+    /// Where identities were looked for, for the "no identity found" message.
+    pub identity_hint: String,
+}
+
+/// How `secret init` wraps the new vault key.
+pub struct InitOptions {
+    /// X25519 recipients (`age1...`), including that of any identity made for the vault.
+    pub recipients: Vec<String>,
+    pub passphrase: Option<SecretString>,
+    /// scrypt work factor (log2 N); `None` lets age calibrate (about one second).
+    pub scrypt_log_n: Option<u8>,
+}
+
+/// Options of `secret set`.
+#[derive(Debug, Default)]
+pub struct SetOptions {
+    /// Compare-and-set: the current version must be this (0 = the secret must not exist).
+    pub if_version: Option<u64>,
+    pub description: Option<String>,
+    pub generated: bool,
+}
+
+/// Result of `audit verify`.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// Entries checked, not counting the one this check appended.
+    pub verified: u64,
+    /// The head after this check's own entry: `SEQ:MAC`.
+    pub head: String,
+}
+
+struct Keys {
+    vault_id: Vec<u8>,
+    /// Seals and opens values.
+    key: VaultKey,
+    audit: MacKey,
+    fingerprint: audit::Fingerprinter,
+    /// Hashes API tokens.
+    token: MacKey,
+}
+
+/// What an operation hands back to be recorded with it.
+struct Done<T> {
+    value: T,
+    version: Option<u64>,
+    details: serde_json::Value,
+}
+
+impl<T> Done<T> {
+    fn new(value: T, version: Option<u64>, details: serde_json::Value) -> Self {
+        Self {
+            value,
+            version,
+            details,
+        }
+    }
+}
+
+pub struct Vault {
+    store: Store,
+    keys: Keys,
+    actor: Actor,
+    last_head: Option<Head>,
+    lease: Option<Lease>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vault({:?}, [keys redacted])", self.store)
+    }
+}
+
+fn audit_write_error(e: StoreError) -> VaultError {
+    VaultError::AuditWrite(e.to_string())
+}
+
+/// Appends one entry in `tx` and returns the new head.
+#[allow(clippy::too_many_arguments)]
+fn append(
+    tx: &Tx<'_>,
+    key: &MacKey,
+    actor: &Actor,
+    at_ms: i64,
+    action: &str,
+    secret: Option<&str>,
+    version: Option<u64>,
+    outcome: &str,
+    details: &serde_json::Value,
+) -> Result<Head, VaultError> {
+    let head = tx.audit_head().map_err(audit_write_error)?;
+    let mut entry = Entry {
+        seq: 0,
+        at_ms,
+        actor: actor.name.clone(),
+        pid: actor.pid,
+        action: action.to_string(),
+        secret: secret.map(str::to_string),
+        version,
+        outcome: outcome.to_string(),
+        request_id: actor.request_id.clone(),
+        details: details.to_string(),
+        mac: Vec::new(),
+    };
+    let new_head = audit::link(key, head.as_ref(), &mut entry);
+    tx.append_audit(&entry, &new_head)
+        .map_err(audit_write_error)?;
+    Ok(new_head)
+}
+
+/// How durable an operation's audit entry must be before it returns. Changes are
+/// fsynced. An operation that changes nothing (a read, a listing, a plan) commits its
+/// entry before the result leaves — so a crashed process never hides a read — and the
+/// entry is fsynced with the next change or checkpoint: a power cut in between can lose
+/// the newest read entries, never a change.
+fn durability_of(action: &str) -> Durability {
+    match action {
+        "get" | "list" | "history" | "audit.read" | "audit.export" | "audit.verify" | "plan"
+        | "rotations.read" | "rotate.dry_run" | "policy.check" => Durability::Committed,
+        _ => Durability::Synced,
+    }
+}
+
+/// Inside a rotation step's transaction: the lease on the secret must still be ours.
+fn check_lease(
+    tx: &Tx<'_>,
+    lease: Option<&Lease>,
+    secret: &str,
+    now: i64,
+) -> Result<(), VaultError> {
+    let Some(lease) = lease else { return Ok(()) };
+    let name = format!("rotation:{secret}");
+    match tx.lock(&name)? {
+        Some((holder, _)) if holder == lease.holder => {
+            tx.put_lock(&name, &lease.holder, now + lease.ttl_ms)?;
+            Ok(())
+        }
+        _ => Err(VaultError::Conflict(format!(
+            "this process lost the rotation lock of {secret} to another; it stops here"
+        ))),
+    }
+}
+
+/// Reads one version's value inside a transaction.
+fn read_in(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    name: &SecretName,
+    selector: VersionSelector,
+) -> Result<Revealed, VaultError> {
+    let row = live_secret(tx, name)?;
+    let number = match selector {
+        VersionSelector::Label(label) => {
+            let v = match label {
+                Label::Current => row.current_version,
+                Label::Pending => row.pending_version,
+                Label::Previous => row.previous_version,
+            };
+            v.and_then(VersionNumber::new).ok_or_else(|| {
+                VaultError::NotFound(format!("{name} has no {} version", label.as_str()))
+            })?
+        }
+        VersionSelector::Number(n) => n,
+    };
+    let version = tx.version(name.as_str(), number)?.ok_or_else(|| {
+        VaultError::NotFound(format!(
+            "{name} has no version {number} (latest is {}); `secret history {name}` lists them",
+            row.latest_version
+        ))
+    })?;
+    let (Some(nonce), Some(ciphertext)) = (&version.nonce, &version.ciphertext) else {
+        return Err(VaultError::NotFound(format!(
+            "version {number} of {name} was destroyed"
+        )));
+    };
+    let integrity = || {
+        VaultError::Integrity(format!(
+            "version {number} of {name} does not decrypt: its stored ciphertext was altered or \
+             moved from another row; restore the vault from a backup"
+        ))
+    };
+    let slot = ValueSlot {
+        vault_id: &keys.vault_id,
+        name: name.as_str(),
+        version: number.get(),
+    };
+    let plaintext = keys
+        .key
+        .open(&slot, nonce, ciphertext)
+        .map_err(|_| integrity())?;
+    let value = SecretValue::from_bytes(plaintext, true).map_err(|_| integrity())?;
+    Ok(Revealed {
+        name: name.clone(),
+        version: number,
+        created_at_ms: version.created_at_ms,
+        value,
+    })
+}
+
+/// Writes a new current version inside a transaction; returns it and its audit details.
+fn write_in(
+    tx: &Tx<'_>,
+    now: i64,
+    keys: &Keys,
+    name: &SecretName,
+    value: &SecretValue,
+    options: &SetOptions,
+) -> Result<(VersionNumber, serde_json::Value), VaultError> {
+    let existing = tx.secret(name.as_str())?;
+    let current = existing
+        .as_ref()
+        .and_then(|r| r.current_version)
+        .unwrap_or(0);
+    if let Some(row) = &existing {
+        if row.deleted_at_ms.is_some() {
+            return Err(VaultError::Conflict(format!(
+                "{name} is deleted; `secret undelete {name}` it before writing a new version"
+            )));
+        }
+    }
+    if let Some(id) = tx.rotation_in_progress(name.as_str())? {
+        return Err(VaultError::Conflict(format!(
+            "rotation {id} of {name} is in progress; let it finish (`secret rotate --due`) \
+                 before setting a new value"
+        )));
+    }
+    if let Some(expected) = options.if_version {
+        if expected != current {
+            let state = if existing.is_none() {
+                "does not exist".to_string()
+            } else {
+                format!("is at version {current}")
+            };
+            return Err(VaultError::Conflict(format!(
+                "version check failed: {name} {state}, not {expected}; re-read it and retry"
+            )));
+        }
+    }
+    let mut row = existing.unwrap_or_else(|| SecretRow {
+        name: name.as_str().to_string(),
+        description: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        deleted_at_ms: None,
+        latest_version: 0,
+        current_version: None,
+        pending_version: None,
+        previous_version: None,
+    });
+    let version = VersionNumber::new(row.latest_version + 1)
+        .ok_or_else(|| VaultError::Conflict(format!("{name} has run out of version numbers")))?;
+    let slot = ValueSlot {
+        vault_id: &keys.vault_id,
+        name: name.as_str(),
+        version: version.get(),
+    };
+    let sealed = keys.key.seal(&slot, value.expose().as_bytes())?;
+    row.latest_version = version.get();
+    row.previous_version = row.current_version;
+    row.current_version = Some(version.get());
+    row.updated_at_ms = now;
+    if options.description.is_some() {
+        row.description = options.description.clone();
+    }
+    tx.save_secret(&row)?;
+    tx.insert_version(
+        name.as_str(),
+        version,
+        now,
+        &sealed.nonce,
+        &sealed.ciphertext,
+        "{}",
+    )?;
+    let mut details = json!({
+        "fingerprint": keys.fingerprint.of(value.expose().as_bytes()),
+        "generated": options.generated,
+    });
+    if let Some(expected) = options.if_version {
+        details["if_version"] = json!(expected);
+    }
+    Ok((version, details))
+}
+
+/// A secret and its versions with their labels, for `history` and the API's versions
+/// route. No values.
+fn history_in(tx: &Tx<'_>, name: &SecretName) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
+    let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+    let versions = tx
+        .versions_of(name.as_str())?
+        .into_iter()
+        .map(|v| VersionMeta {
+            version: v.version,
+            created_at_ms: v.created_at_ms,
+            destroyed_at_ms: v.destroyed_at_ms,
+            labels: label_of(&row, v.version),
+        })
+        .collect();
+    Ok((row, versions))
+}
+
+fn not_found(name: &SecretName) -> VaultError {
+    VaultError::NotFound(format!(
+        "no secret named {name}; `secret list` shows what exists"
+    ))
+}
+
+fn live_secret(tx: &Tx<'_>, name: &SecretName) -> Result<SecretRow, VaultError> {
+    let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+    if row.deleted_at_ms.is_some() {
+        return Err(VaultError::NotFound(format!(
+            "{name} is deleted; `secret undelete {name}` restores it"
+        )));
+    }
+    Ok(row)
+}
+
+fn label_of(row: &SecretRow, version: u64) -> Vec<&'static str> {
+    let mut labels = Vec::new();
+    for (label, v) in [
+        (Label::Current, row.current_version),
+        (Label::Pending, row.pending_version),
+        (Label::Previous, row.previous_version),
+    ] {
+        if v == Some(version) {
+            labels.push(label.as_str());
+        }
+    }
+    labels
+}
+
+impl Vault {
+    /// Creates a vault at `path` whose key is wrapped to `options`, on the system clock.
+    pub fn init(path: &Path, options: InitOptions, actor: Actor) -> Result<Self, VaultError> {
+        Self::init_with_clock(path, options, actor, Clock::System)
+    }
+
+    /// [`Vault::init`], with every time it records read from `clock`.
+    pub fn init_with_clock(
+        path: &Path,
+        options: InitOptions,
+        actor: Actor,
+        clock: Clock,
+    ) -> Result<Self, VaultError> {
+        if path.exists() {
+            return Err(VaultError::VaultExists(path.to_path_buf()));
+        }
+        let recipients = options
+            .recipients
+            .iter()
+            .map(|r| crypto::canonical_recipient(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| VaultError::Usage(e.to_string()))?;
+        if recipients.is_empty() && options.passphrase.is_none() {
+            return Err(VaultError::Usage(
+                "a vault needs at least one recipient or a passphrase".into(),
+            ));
+        }
+        let key = VaultKey::generate()?;
+        let vault_id = crypto::random_array::<VAULT_ID_LEN>()?.to_vec();
+        let mut keyring = Vec::new();
+        if !recipients.is_empty() {
+            keyring.push(KeyringRow {
+                kind: KeyringKind::Recipients,
+                wrapped_key: key.wrap_to_recipients(&recipients)?,
+                recipients: recipients.clone(),
+            });
+        }
+        if let Some(passphrase) = &options.passphrase {
+            keyring.push(KeyringRow {
+                kind: KeyringKind::Passphrase,
+                wrapped_key: key.wrap_to_passphrase(passphrase, options.scrypt_log_n)?,
+                recipients: Vec::new(),
+            });
+        }
+        let keys = Keys::derive(vault_id, key)?;
+        let mut store = Store::create(path)?;
+        let now = clock.now_ms();
+        let details = json!({
+            "recipients": recipients,
+            "passphrase": options.passphrase.is_some(),
+            "schema": crate::store::SCHEMA_VERSION,
+        });
+        let result = store.write(|tx| {
+            tx.insert_vault_row(&VaultRow {
+                vault_id: keys.vault_id.clone(),
+                key_check: keys.key.key_check(&keys.vault_id)?.to_vec(),
+                created_at_ms: now,
+            })?;
+            for row in &keyring {
+                tx.put_keyring(row, now)?;
+            }
+            append(
+                tx,
+                &keys.audit,
+                &actor,
+                now,
+                "init",
+                None,
+                None,
+                "ok",
+                &details,
+            )
+        });
+        match result {
+            Ok(head) => Ok(Self {
+                store,
+                keys,
+                actor,
+                last_head: Some(head),
+                lease: None,
+                clock,
+            }),
+            Err(e) => {
+                drop(store);
+                remove_vault_files(path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens and unlocks the vault at `path`. A failed unlock is recorded (outside the
+    /// chain, since there is no key) and joins the chain at the next successful unlock.
+    pub fn open(path: &Path, unlocker: Unlocker, actor: Actor) -> Result<Self, VaultError> {
+        Self::open_with_clock(path, unlocker, actor, Clock::System)
+    }
+
+    /// [`Vault::open`], with every time it records read from `clock`.
+    pub fn open_with_clock(
+        path: &Path,
+        unlocker: Unlocker,
+        actor: Actor,
+        clock: Clock,
+    ) -> Result<Self, VaultError> {
+        if !path.exists() {
+            return Err(VaultError::NoVault(path.to_path_buf()));
+        }
+        let mut store = Store::open(path)?;
+        let (vault_row, keyring, has_unkeyed) = store
+            .read(|tx| Ok::<_, StoreError>((tx.vault_row()?, tx.keyring()?, tx.has_unkeyed()?)))?;
+        let vault_row = vault_row.ok_or_else(|| StoreError::NotAVault {
+            path: path.to_path_buf(),
+            reason: "it was never initialised; run `secret init`".into(),
+        })?;
+        let key = match unlock(&keyring, unlocker) {
+            Ok(key) => key,
+            Err(reason) => {
+                record_unkeyed(
+                    &mut store,
+                    &actor,
+                    &clock,
+                    "locked",
+                    json!({ "reason": reason }),
+                );
+                return Err(VaultError::Locked(reason));
+            }
+        };
+        if !key.matches_check(&vault_row.vault_id, &vault_row.key_check)? {
+            record_unkeyed(
+                &mut store,
+                &actor,
+                &clock,
+                "integrity",
+                json!({ "reason": "key check failed" }),
+            );
+            return Err(VaultError::Integrity(
+                "the unwrapped vault key does not belong to this vault (its keyring was replaced); \
+                 restore the vault from a backup"
+                    .into(),
+            ));
+        }
+        let keys = Keys::derive(vault_row.vault_id, key)?;
+        let mut vault = Self {
+            store,
+            keys,
+            actor,
+            last_head: None,
+            lease: None,
+            clock,
+        };
+        if has_unkeyed {
+            vault.fold_unkeyed()?;
+        }
+        Ok(vault)
+    }
+
+    /// Moves events recorded without the key (failed unlocks) into the chain.
+    fn fold_unkeyed(&mut self) -> Result<(), VaultError> {
+        let keys = &self.keys;
+        let head = self.store.write(|tx| {
+            let mut head = None;
+            for event in tx.take_unkeyed()? {
+                let actor = Actor {
+                    name: event.actor,
+                    pid: event.pid,
+                    request_id: event.request_id,
+                };
+                let mut details: serde_json::Value =
+                    serde_json::from_str(&event.details).unwrap_or_else(|_| json!({}));
+                if let Some(map) = details.as_object_mut() {
+                    map.insert("recorded_without_key".into(), json!(true));
+                }
+                head = Some(append(
+                    tx,
+                    &keys.audit,
+                    &actor,
+                    event.at_ms,
+                    &event.action,
+                    None,
+                    None,
+                    &event.outcome,
+                    &details,
+                )?);
+            }
+            Ok::<_, VaultError>(head)
+        })?;
+        if head.is_some() {
+            self.last_head = head;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` in one write transaction with its audit entry; on failure, logs the
+    /// refusal with its error code in a transaction of its own.
+    fn audited<T>(
+        &mut self,
+        action: &'static str,
+        secret: Option<&str>,
+        op: impl FnOnce(&Tx<'_>, &Keys, i64) -> Result<Done<T>, VaultError>,
+    ) -> Result<T, VaultError> {
+        let keys = &self.keys;
+        let actor = &self.actor;
+        let clock = &self.clock;
+        let result = self.store.write_with(durability_of(action), |tx| {
+            // Read under the write lock: entry times never go backwards against `seq`.
+            let at = clock.now_ms();
+            let done = op(tx, keys, at)?;
+            let head = append(
+                tx,
+                &keys.audit,
+                actor,
+                at,
+                action,
+                secret,
+                done.version,
+                "ok",
+                &done.details,
+            )?;
+            Ok::<_, VaultError>((done.value, head))
+        });
+        match result {
+            Ok((value, head)) => {
+                self.last_head = Some(head);
+                Ok(value)
+            }
+            Err(err) => {
+                self.record_refusal(action, secret, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Like `audited`, for operations on one secret: validates its name first.
+    fn named<T>(
+        &mut self,
+        action: &'static str,
+        raw_name: &str,
+        op: impl FnOnce(&Tx<'_>, &Keys, &SecretName, i64) -> Result<Done<T>, VaultError>,
+    ) -> Result<T, VaultError> {
+        let name = match SecretName::new(raw_name) {
+            Ok(name) => name,
+            Err(e) => {
+                // The invalid name itself is not logged: it may be a mistyped value.
+                let err = VaultError::from(e);
+                self.record_refusal(action, None, &err);
+                return Err(err);
+            }
+        };
+        self.audited(action, Some(name.as_str()), |tx, keys, at| {
+            op(tx, keys, &name, at)
+        })
+    }
+
+    /// Best effort: the operation has already failed, and that error is what the
+    /// caller reports.
+    fn record_refusal(&mut self, action: &str, secret: Option<&str>, err: &VaultError) {
+        let keys = &self.keys;
+        let actor = &self.actor;
+        let clock = &self.clock;
+        let details = json!({ "error": err.to_string() });
+        // A refusal changed nothing: its entry needs the same durability as a read's.
+        let result = self.store.write_with(Durability::Committed, |tx| {
+            let at = clock.now_ms();
+            append(
+                tx,
+                &keys.audit,
+                actor,
+                at,
+                action,
+                secret,
+                None,
+                err.code(),
+                &details,
+            )
+        });
+        if let Ok(head) = result {
+            self.last_head = Some(head);
+        }
+    }
+
+    /// Reads a value. Its audit entry is committed before the value is returned.
+    pub fn get(
+        &mut self,
+        raw_name: &str,
+        selector: VersionSelector,
+    ) -> Result<Revealed, VaultError> {
+        self.read_value(raw_name, selector, None)
+    }
+
+    fn read_value(
+        &mut self,
+        raw_name: &str,
+        selector: VersionSelector,
+        purpose: Option<&str>,
+    ) -> Result<Revealed, VaultError> {
+        self.named("get", raw_name, |tx, keys, name, _now| {
+            let revealed = read_in(tx, keys, name, selector)?;
+            let selector_text = match selector {
+                VersionSelector::Label(l) => l.as_str(),
+                VersionSelector::Number(_) => "version",
+            };
+            let version = revealed.version.get();
+            Ok(Done::new(
+                revealed,
+                Some(version),
+                match purpose {
+                    Some(p) => json!({ "selector": selector_text, "purpose": p }),
+                    None => json!({ "selector": selector_text }),
+                },
+            ))
+        })
+    }
+
+    /// Writes a new version and makes it current (the old current becomes previous).
+    /// `value` is the already-validated input; an invalid one is refused and logged.
+    pub fn set(
+        &mut self,
+        raw_name: &str,
+        value: Result<SecretValue, InputError>,
+        options: &SetOptions,
+    ) -> Result<VersionNumber, VaultError> {
+        self.named("set", raw_name, |tx, keys, name, now| {
+            let value = value?;
+            let (version, details) = write_in(tx, now, keys, name, &value, options)?;
+            Ok(Done::new(version, Some(version.get()), details))
+        })
+    }
+
+    /// Metadata of every secret (deleted ones too with `include_deleted`). No values.
+    pub fn list(&mut self, include_deleted: bool) -> Result<Vec<SecretMeta>, VaultError> {
+        self.audited("list", None, |tx, _, _now| {
+            let secrets = tx.list_secrets(include_deleted)?;
+            let count = secrets.len();
+            Ok(Done::new(
+                secrets,
+                None,
+                json!({ "count": count, "include_deleted": include_deleted }),
+            ))
+        })
+    }
+
+    /// The versions of one secret and their labels. No values.
+    pub fn history(&mut self, raw_name: &str) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
+        self.named("history", raw_name, |tx, _, name, _now| {
+            let (row, versions) = history_in(tx, name)?;
+            let count = versions.len();
+            Ok(Done::new(
+                (row, versions),
+                None,
+                json!({ "versions": count }),
+            ))
+        })
+    }
+
+    /// Soft-deletes a secret. Returns false when it was already deleted.
+    pub fn delete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
+        self.named("delete", raw_name, |tx, _, name, now| {
+            let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+            let changed = row.deleted_at_ms.is_none();
+            if changed {
+                row.deleted_at_ms = Some(now);
+                row.updated_at_ms = now;
+                tx.save_secret(&row)?;
+            }
+            Ok(Done::new(
+                changed,
+                row.current_version,
+                json!({ "changed": changed }),
+            ))
+        })
+    }
+
+    /// Restores a soft-deleted secret. Returns false when it was not deleted.
+    pub fn undelete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
+        self.named("undelete", raw_name, |tx, _, name, now| {
+            let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+            let changed = row.deleted_at_ms.is_some();
+            if changed {
+                row.deleted_at_ms = None;
+                row.updated_at_ms = now;
+                tx.save_secret(&row)?;
+            }
+            Ok(Done::new(
+                changed,
+                row.current_version,
+                json!({ "changed": changed }),
+            ))
+        })
+    }
+
+    /// Wipes one version's ciphertext for good. Returns false when it was already destroyed.
+    pub fn destroy(&mut self, raw_name: &str, version: VersionNumber) -> Result<bool, VaultError> {
+        let changed = self.named("destroy", raw_name, |tx, _, name, now| {
+            let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+            let stored = tx.version(name.as_str(), version)?.ok_or_else(|| {
+                VaultError::NotFound(format!(
+                    "{name} has no version {version} (latest is {})",
+                    row.latest_version
+                ))
+            })?;
+            let changed = stored.destroyed_at_ms.is_none();
+            if changed {
+                tx.destroy_version(name.as_str(), version, now)?;
+            }
+            let labels = label_of(&row, version.get());
+            Ok(Done::new(
+                changed,
+                Some(version.get()),
+                json!({ "changed": changed, "labels": labels }),
+            ))
+        })?;
+        if changed {
+            // Old page images of the ciphertext must not linger in the WAL. If a reader
+            // holds the WAL open this is deferred to a later checkpoint.
+            let _ = self.store.checkpoint_truncate();
+        }
+        Ok(changed)
+    }
+
+    /// Reads audit entries. The read itself is logged (as `action`) before they are returned.
+    pub fn audit_entries(
+        &mut self,
+        filter: &AuditFilter,
+        action: &'static str,
+    ) -> Result<Vec<Entry>, VaultError> {
+        // The secret column stays empty: reading the log about X is not touching X.
+        self.audited(action, None, |tx, _, _now| {
+            let entries = tx.query_audit(filter)?;
+            let details = json!({
+                "returned": entries.len(),
+                "filter": {
+                    "secret": filter.secret, "action": filter.action, "actor": filter.actor,
+                    "since_ms": filter.since_ms, "limit": filter.limit,
+                },
+            });
+            Ok(Done::new(entries, None, details))
+        })
+    }
+
+    /// Verifies the whole chain and its sealed head (and a head noted earlier), then
+    /// records the check itself. A broken chain is `AuditBroken` (exit 7).
+    pub fn audit_verify(
+        &mut self,
+        expect: Option<ExpectedHead>,
+    ) -> Result<VerifyReport, VaultError> {
+        let expected_text = expect.as_ref().map(|e| audit::format_head(e.seq, &e.mac));
+        let verified = self.audited("audit.verify", None, |tx, keys, _now| {
+            let mut verifier = Verifier::new(&keys.audit, expect);
+            let fed = tx.for_each_audit(|entry| {
+                verifier.feed(&entry).map_err(|b| VaultError::AuditBroken {
+                    seq: b.seq,
+                    reason: b.reason,
+                })
+            });
+            fed?;
+            let head = tx.audit_head()?;
+            let count = verifier
+                .finish(head.as_ref())
+                .map_err(|b| VaultError::AuditBroken {
+                    seq: b.seq,
+                    reason: b.reason,
+                })?;
+            Ok(Done::new(
+                count,
+                None,
+                json!({ "verified": count, "expected_head": expected_text }),
+            ))
+        })?;
+        let head = self
+            .last_head
+            .as_ref()
+            .map(|h| audit::format_head(h.seq, &h.mac))
+            .unwrap_or_default();
+        Ok(VerifyReport { verified, head })
+    }
+}
+
+/// What a rotation step changes in the vault, in the same transaction that records it.
+pub enum StepEffect {
+    None,
+    /// Store a new version and label it `pending`.
+    StagePending {
+        value: SecretValue,
+        meta: serde_json::Value,
+    },
+    /// `pending` becomes `current`, `current` becomes `previous`; then prune unlabelled
+    /// versions beyond `max_versions`.
+    Promote {
+        max_versions: Option<u32>,
+    },
+    /// Drop the `pending` label (the version stays, unlabelled, for the record).
+    DiscardPending,
+}
+
+impl std::fmt::Debug for StepEffect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepEffect::None => f.write_str("None"),
+            StepEffect::StagePending { meta, .. } => write!(f, "StagePending([redacted], {meta})"),
+            StepEffect::Promote { max_versions } => write!(f, "Promote({max_versions:?})"),
+            StepEffect::DiscardPending => f.write_str("DiscardPending"),
+        }
+    }
+}
+
+/// A lock held by someone else.
+#[derive(Debug)]
+pub struct Held {
+    pub holder: String,
+}
+
+/// Whether a lock's recorded holder still runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Seen running (same machine and boot): holds the lock whatever its lease says.
+    Alive,
+    /// Known gone: the lock is free.
+    Dead,
+    /// Cannot tell (another machine): holds the lock until its lease expires.
+    Unknown,
+}
+
+/// The lease a rotating process holds on each secret it touches. Every rotation step
+/// checks it (inside the step's transaction) and extends it, so a process that lost
+/// its lock can never write over another's progress.
+#[derive(Clone, Debug)]
+struct Lease {
+    holder: String,
+    ttl_ms: i64,
+}
+
+impl Vault {
+    /// The name under which the audit log records this process.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Records an operation that changes nothing in the vault (a plan, a dry run, a
+    /// read of rotation records) so the audit log shows it happened.
+    pub fn record(
+        &mut self,
+        action: &'static str,
+        secret: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<(), VaultError> {
+        self.audited(action, secret, |_, _, _now| {
+            Ok(Done::new((), None, details))
+        })
+    }
+
+    /// A second connection to the same vault, already unlocked (the scheduler's, beside
+    /// the API's): the same keys, actor and clock.
+    pub fn another_connection(&self) -> Result<Vault, VaultError> {
+        let store = Store::open(self.store.path())?;
+        let keys = Keys::derive(self.keys.vault_id.clone(), self.keys.key.try_clone()?)?;
+        Ok(Vault {
+            store,
+            keys,
+            actor: self.actor.clone(),
+            last_head: None,
+            lease: None,
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// Records this process's operations as `actor` from now on (the scheduler's
+    /// connection is `scheduler`).
+    pub fn set_actor(&mut self, actor: Actor) {
+        self.actor = actor;
+    }
+
+    /// Takes time from `clock` for rotation records and leases (tests use a paused clock).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// The clock this vault records time by.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// Now, by this vault's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Keyed fingerprints of values, for records that must identify a value without
+    /// revealing it.
+    pub fn fingerprinter(&self) -> audit::Fingerprinter {
+        self.keys.fingerprint.clone()
+    }
+
+    /// A secret's labels and bookkeeping, without its value (`None` if it does not exist).
+    /// Not audited on its own: the rotation steps that use it are.
+    pub fn secret_state(&mut self, raw_name: &str) -> Result<Option<SecretRow>, VaultError> {
+        let name = SecretName::new(raw_name)?;
+        Ok(self.store.read(|tx| tx.secret(name.as_str()))?)
+    }
+
+    /// Every secret's bookkeeping (for planning), without values. Not audited on its own.
+    pub fn all_secret_states(&mut self) -> Result<Vec<SecretMeta>, VaultError> {
+        Ok(self.store.read(|tx| tx.list_secrets(true))?)
+    }
+
+    /// When a version was written.
+    pub fn version_created(
+        &mut self,
+        raw_name: &str,
+        version: u64,
+    ) -> Result<Option<i64>, VaultError> {
+        let name = SecretName::new(raw_name)?;
+        let Some(number) = VersionNumber::new(version) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .read(|tx| tx.version(name.as_str(), number))?
+            .map(|r| r.created_at_ms))
+    }
+
+    /// The provider handle stored with a version (JSON; never a value).
+    pub fn version_meta(
+        &mut self,
+        raw_name: &str,
+        version: u64,
+    ) -> Result<serde_json::Value, VaultError> {
+        let name = SecretName::new(raw_name)?;
+        let number = VersionNumber::new(version)
+            .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
+        let row = self
+            .store
+            .read(|tx| tx.version(name.as_str(), number))?
+            .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
+        // A handle that does not parse is not "no handle": a revoke would then do nothing.
+        serde_json::from_str(&row.meta).map_err(|_| {
+            VaultError::Store(StoreError::Corrupt {
+                table: "versions",
+                reason: format!("the provider handle of version {version} of {name} is not JSON"),
+            })
+        })
+    }
+
+    /// Reads a value for a purpose other than showing it (a credential a rotation
+    /// needs, the old value pushed back). Audited like `get`, with the purpose.
+    pub fn reveal(
+        &mut self,
+        raw_name: &str,
+        selector: VersionSelector,
+        purpose: &str,
+    ) -> Result<Revealed, VaultError> {
+        self.read_value(raw_name, selector, Some(purpose))
+    }
+
+    /// Records a new rotation run.
+    pub fn begin_rotation(
+        &mut self,
+        row: &RotationRow,
+        detail: serde_json::Value,
+    ) -> Result<(), VaultError> {
+        let secret = row.secret.clone();
+        let lease = self.lease.clone();
+        self.audited("rotate.start", Some(&secret), |tx, _, _now| {
+            check_lease(tx, lease.as_ref(), &row.secret, row.started_at_ms)?;
+            if let Some(open) = tx.rotation_in_progress(&row.secret)? {
+                return Err(VaultError::Conflict(format!(
+                    "rotation {open} of {} is still open: `secret rotate --due` finishes it first",
+                    row.secret
+                )));
+            }
+            if tx.secret(&row.secret)?.is_none() {
+                // The first rotation of a secret creates it.
+                tx.save_secret(&SecretRow {
+                    name: row.secret.clone(),
+                    description: None,
+                    created_at_ms: row.started_at_ms,
+                    updated_at_ms: row.started_at_ms,
+                    deleted_at_ms: None,
+                    latest_version: 0,
+                    current_version: None,
+                    pending_version: None,
+                    previous_version: None,
+                })?;
+            }
+            tx.save_rotation(row)?;
+            tx.insert_step(
+                &row.id,
+                "start",
+                "ok",
+                row.started_at_ms,
+                &detail.to_string(),
+            )?;
+            let mut details = detail.clone();
+            details["rotation"] = json!(row.id);
+            Ok(Done::new((), None, details))
+        })
+    }
+
+    /// Records one step of a rotation and applies its effect, atomically with its
+    /// audit entry. `status` is `ok`, `failed` or `retry`; the audit outcome is `ok`
+    /// or the step's error code.
+    pub fn rotation_step(
+        &mut self,
+        rotation: &mut RotationRow,
+        step: &str,
+        status: &str,
+        detail: serde_json::Value,
+        effect: StepEffect,
+    ) -> Result<(), VaultError> {
+        let keys = &self.keys;
+        let actor = &self.actor;
+        let clock = &self.clock;
+        let action = format!("rotate.{step}");
+        let outcome = if status == "ok" {
+            "ok".to_string()
+        } else {
+            detail
+                .get("code")
+                .and_then(|c| c.as_str())
+                .unwrap_or(status)
+                .to_string()
+        };
+        let lease = self.lease.clone();
+        let result = self.store.write(|tx| {
+            let at = clock.now_ms();
+            check_lease(tx, lease.as_ref(), &rotation.secret, at)?;
+            let mut row = tx.secret(&rotation.secret)?.ok_or_else(|| {
+                VaultError::NotFound(format!("no secret named {}", rotation.secret))
+            })?;
+            let mut version = rotation.new_version;
+            match effect {
+                StepEffect::None => {}
+                StepEffect::StagePending { value, meta } => {
+                    let number = VersionNumber::new(row.latest_version + 1).ok_or_else(|| {
+                        VaultError::Conflict(format!("{} has run out of version numbers", row.name))
+                    })?;
+                    let slot = ValueSlot {
+                        vault_id: &keys.vault_id,
+                        name: &row.name,
+                        version: number.get(),
+                    };
+                    let sealed = keys.key.seal(&slot, value.expose().as_bytes())?;
+                    row.latest_version = number.get();
+                    row.pending_version = Some(number.get());
+                    row.updated_at_ms = at;
+                    tx.save_secret(&row)?;
+                    tx.insert_version(
+                        &row.name,
+                        number,
+                        at,
+                        &sealed.nonce,
+                        &sealed.ciphertext,
+                        &meta.to_string(),
+                    )?;
+                    rotation.new_version = Some(number.get());
+                    version = Some(number.get());
+                }
+                StepEffect::Promote { max_versions } => {
+                    if row.pending_version != rotation.new_version || row.current_version != rotation.old_version {
+                        return Err(VaultError::Conflict(format!(
+                            "{} changed while rotation {} ran (its current or pending version moved); \
+                             it was not promoted",
+                            row.name, rotation.id
+                        )));
+                    }
+                    let Some(pending) = row.pending_version else {
+                        return Err(VaultError::Conflict(format!(
+                            "{} has no pending version to promote",
+                            row.name
+                        )));
+                    };
+                    row.previous_version = row.current_version;
+                    row.current_version = Some(pending);
+                    row.pending_version = None;
+                    row.updated_at_ms = at;
+                    tx.save_secret(&row)?;
+                    if let Some(keep) = max_versions {
+                        let labelled: Vec<u64> = [row.current_version, row.previous_version]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                        tx.prune_versions(&row.name, u64::from(keep), &labelled)?;
+                    }
+                }
+                StepEffect::DiscardPending => {
+                    if row.pending_version.is_some() {
+                        row.pending_version = None;
+                        row.updated_at_ms = at;
+                        tx.save_secret(&row)?;
+                    }
+                }
+            }
+            rotation.updated_at_ms = at;
+            tx.save_rotation(rotation)?;
+            tx.insert_step(&rotation.id, step, status, at, &detail.to_string())?;
+            let mut details = detail.clone();
+            details["rotation"] = json!(rotation.id);
+            details["status"] = json!(status);
+            append(
+                tx,
+                &keys.audit,
+                actor,
+                at,
+                &action,
+                Some(&rotation.secret),
+                version,
+                &outcome,
+                &details,
+            )
+        });
+        let head = result?;
+        self.last_head = Some(head);
+        Ok(())
+    }
+
+    /// Rotation runs, newest first.
+    pub fn rotations(
+        &mut self,
+        secret: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RotationRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.rotations(secret, limit))?)
+    }
+
+    pub fn rotation(&mut self, id: &str) -> Result<Option<RotationRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.rotation(id))?)
+    }
+
+    pub fn rotation_steps(&mut self, id: &str) -> Result<Vec<StepRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.steps(id))?)
+    }
+
+    /// Rotations that are running, interrupted, or waiting for their revoke step.
+    pub fn open_rotations(&mut self) -> Result<Vec<RotationRow>, VaultError> {
+        Ok(self.store.read(|tx| tx.open_rotations())?)
+    }
+
+    /// Takes a lease named `name` for `holder` until `now + ttl`, unless another holder
+    /// has it: one seen alive holds it whatever its lease says; one that cannot be
+    /// checked holds it until the lease expires; a dead one has lost it.
+    pub fn acquire_lock(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        liveness: impl Fn(&str) -> Liveness,
+    ) -> Result<Result<(), Held>, VaultError> {
+        let now = self.clock.now_ms();
+        Ok(self.store.write(|tx| {
+            if let Some((current, expires)) = tx.lock(name)? {
+                let held = current != holder
+                    && match liveness(&current) {
+                        Liveness::Alive => true,
+                        Liveness::Unknown => expires > now,
+                        Liveness::Dead => false,
+                    };
+                if held {
+                    return Ok::<_, StoreError>(Err(Held { holder: current }));
+                }
+            }
+            tx.put_lock(name, holder, now + ttl_ms)?;
+            Ok(Ok(()))
+        })?)
+    }
+
+    /// From now on every rotation step must hold `rotation:<secret>` as `holder`, and
+    /// extends it by `ttl_ms`.
+    pub fn hold_leases_as(&mut self, holder: &str, ttl_ms: i64) {
+        self.lease = Some(Lease {
+            holder: holder.to_string(),
+            ttl_ms,
+        });
+    }
+
+    pub fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), VaultError> {
+        Ok(self.store.write(|tx| tx.delete_lock(name, holder))?)
+    }
+}
+
+impl Keys {
+    fn derive(vault_id: Vec<u8>, key: VaultKey) -> Result<Self, CryptoError> {
+        Ok(Self {
+            audit: key.audit_key(&vault_id)?,
+            fingerprint: audit::Fingerprinter::new(key.fingerprint_key(&vault_id)?),
+            token: key.token_key(&vault_id)?,
+            vault_id,
+            key,
+        })
+    }
+}
+
+fn unlock(keyring: &[KeyringRow], unlocker: Unlocker) -> Result<VaultKey, String> {
+    let by_recipients = keyring.iter().find(|r| r.kind == KeyringKind::Recipients);
+    let by_passphrase = keyring.iter().find(|r| r.kind == KeyringKind::Passphrase);
+    let mut reason = None;
+    if let (Some(identities), Some(row)) = (&unlocker.identities, by_recipients) {
+        match VaultKey::unwrap_with_identities(&row.wrapped_key, identities) {
+            Ok(key) => return Ok(key),
+            Err(CryptoError::NoMatchingIdentity) => {
+                reason = Some("no identity matches its recipients".to_string())
+            }
+            Err(e) => reason = Some(e.to_string()),
+        }
+    }
+    if let Some(row) = by_passphrase {
+        match unlocker.passphrase {
+            Some(ask) => {
+                let passphrase = ask()?;
+                return VaultKey::unwrap_with_passphrase(&row.wrapped_key, &passphrase)
+                    .map_err(|e| e.to_string());
+            }
+            None if reason.is_none() => {
+                reason = Some(
+                    "it is protected by a passphrase: set SECRET_PASSPHRASE or run on a terminal"
+                        .into(),
+                )
+            }
+            None => {}
+        }
+    }
+    Err(reason.unwrap_or_else(|| {
+        if by_recipients.is_some() {
+            format!("no identity found ({})", unlocker.identity_hint)
+        } else {
+            "the vault has no usable key copy".to_string()
+        }
+    }))
+}
+
+fn record_unkeyed(
+    store: &mut Store,
+    actor: &Actor,
+    clock: &Clock,
+    outcome: &str,
+    details: serde_json::Value,
+) {
+    let event = UnkeyedEvent {
+        at_ms: clock.now_ms(),
+        actor: actor.name.clone(),
+        pid: actor.pid,
+        action: "unlock".into(),
+        outcome: outcome.into(),
+        request_id: actor.request_id.clone(),
+        details: details.to_string(),
+    };
+    // Best effort: a read-only vault file still refuses with "cannot unlock".
+    let _ = store.write(|tx| tx.insert_unkeyed(&event));
+}
+
+fn remove_vault_files(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+    }
+}

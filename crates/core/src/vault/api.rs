@@ -1,0 +1,667 @@
+//! The vault's side of `secret serve`: tokens, and API calls authenticated,
+//! authorised, carried out and audited — many calls per transaction.
+//!
+//! `serve_batch` runs every call of a batch inside one write transaction, each in a
+//! savepoint of its own (a failed call is undone alone and audited with its error
+//! code), appends one audit entry per call, and commits once, fsynced. Values leave
+//! only after that commit: a read is durable in the audit log before it is answered,
+//! yet a hundred concurrent reads cost one fsync, not a hundred (group commit).
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use super::{append, history_in, read_in, write_in, Done, Keys, Vault};
+use crate::audit::{Actor, AuditFilter, Entry};
+use crate::crypto;
+use crate::error::VaultError;
+use crate::model::{
+    InputError, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
+    VersionSelector,
+};
+use crate::scope::{allows, Need, Scope};
+use crate::store::{Durability, RotationRow, SecretRow, StepRow, TokenRow, Tx};
+
+/// Token text: `secret_<id>.<secret>`; only a keyed hash of `<secret>` is stored.
+const TOKEN_PREFIX: &str = "secret_";
+
+/// One API request, as the vault sees it.
+pub struct ApiCall {
+    /// The bearer token, if one was sent.
+    pub token: Option<SecretString>,
+    /// The client's address, for the audit log.
+    pub remote: String,
+    pub request_id: String,
+    pub op: Op,
+}
+
+impl std::fmt::Debug for ApiCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCall")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("remote", &self.remote)
+            .field("request_id", &self.request_id)
+            .field("op", &self.op)
+            .finish()
+    }
+}
+
+/// What the request asks for.
+#[derive(Debug)]
+pub enum Op {
+    ListSecrets,
+    Read {
+        name: String,
+        version: Option<u64>,
+    },
+    Write {
+        name: String,
+        value: Result<SecretValue, InputError>,
+        if_version: Option<u64>,
+    },
+    Versions {
+        name: String,
+    },
+    /// Authorise and record a rotation request; the caller starts it. `rotatable` is the
+    /// caller's policy check, refused (and audited) only after auth and scope.
+    Rotate {
+        name: String,
+        rotation_id: String,
+        /// The generator of the secret's policy, or why it cannot be rotated.
+        rotatable: Result<String, VaultError>,
+    },
+    Rotations {
+        id: Option<String>,
+        secret: Option<String>,
+        limit: u64,
+    },
+    Audit {
+        filter: AuditFilter,
+    },
+    /// Public keys of a `jwt-ed25519` secret. No token needed.
+    Jwks {
+        name: String,
+    },
+    /// A request the HTTP layer refused before it reached the vault (malformed JSON,
+    /// a body over the limit, an unknown route): recorded, so that every request is.
+    Refused {
+        route: String,
+        status: u16,
+        code: &'static str,
+    },
+}
+
+/// What the vault answers.
+#[derive(Debug)]
+pub enum Reply {
+    Secrets(Vec<SecretMeta>),
+    Value(Revealed),
+    Written(VersionNumber),
+    Versions(SecretRow, Vec<VersionMeta>),
+    RotateAccepted { rotation_id: String },
+    Rotations(Vec<(RotationRow, Vec<StepRow>)>),
+    Audit(Vec<Entry>),
+    Jwks(serde_json::Value),
+    Recorded,
+}
+
+/// Why a call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No token, or an unknown, malformed, expired or revoked one (401).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A valid token without the scope (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+impl From<crate::store::StoreError> for CallError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CallError::Vault(e.into())
+    }
+}
+
+impl CallError {
+    fn code(&self) -> &'static str {
+        match self {
+            CallError::Unauthorized(_) => "unauthorized",
+            CallError::Forbidden(_) => "forbidden",
+            CallError::Vault(e) => e.code(),
+        }
+    }
+}
+
+/// A token that authenticated.
+struct Caller {
+    id: String,
+    scopes: Vec<Scope>,
+}
+
+fn parse_token(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix(TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('.')?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() >= 32)
+        .then_some((id, secret))
+}
+
+fn authenticate(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    token: Option<&SecretString>,
+    now: i64,
+) -> Result<Caller, CallError> {
+    let token = token
+        .ok_or_else(|| CallError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+    let (id, secret) = parse_token(token.expose_secret())
+        .ok_or_else(|| CallError::Unauthorized("the token is malformed".into()))?;
+    let id = format!("tok_{id}");
+    let row = tx
+        .token(&id)?
+        .ok_or_else(|| CallError::Unauthorized("unknown token".into()))?;
+    // Constant-time: HMAC verification of the presented secret against the stored hash.
+    if !keys.token.verify(secret.as_bytes(), &row.hash) {
+        return Err(CallError::Unauthorized("unknown token".into()));
+    }
+    if row.revoked_at_ms.is_some() {
+        return Err(CallError::Unauthorized(format!("token {id} was revoked")));
+    }
+    if row.expires_at_ms.is_some_and(|t| t <= now) {
+        return Err(CallError::Unauthorized(format!("token {id} has expired")));
+    }
+    tx.touch_token(&id, now)?;
+    let scopes = row.scopes.iter().filter_map(|s| s.parse().ok()).collect();
+    Ok(Caller { id, scopes })
+}
+
+/// The id of a token whose secret verifies, whatever its state (for the audit actor).
+fn verified_id(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    token: Option<&SecretString>,
+) -> Result<Option<String>, VaultError> {
+    let Some((id, secret)) = token.and_then(|t| parse_token(t.expose_secret())) else {
+        return Ok(None);
+    };
+    let id = format!("tok_{id}");
+    Ok(tx
+        .token(&id)?
+        .filter(|row| keys.token.verify(secret.as_bytes(), &row.hash))
+        .map(|_| id))
+}
+
+fn require(caller: &Caller, need: Need<'_>, what: &str) -> Result<(), CallError> {
+    if allows(&caller.scopes, need) {
+        Ok(())
+    } else {
+        Err(CallError::Forbidden(format!(
+            "token {} lacks the scope for {what}",
+            caller.id
+        )))
+    }
+}
+
+/// The audit action and secret a call is recorded under.
+fn action_of(op: &Op) -> (&'static str, Option<&str>) {
+    match op {
+        Op::ListSecrets => ("list", None),
+        Op::Read { name, .. } => ("get", Some(name)),
+        Op::Write { name, .. } => ("set", Some(name)),
+        Op::Versions { name } => ("history", Some(name)),
+        Op::Rotate { name, .. } => ("rotate.request", Some(name)),
+        Op::Rotations { secret, .. } => ("rotations.read", secret.as_deref()),
+        Op::Audit { .. } => ("audit.read", None),
+        Op::Jwks { name } => ("jwks.read", Some(name)),
+        Op::Refused { .. } => ("api.refused", None),
+    }
+}
+
+/// Carries out one call inside the batch's transaction.
+fn handle(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    now: i64,
+    call: &ApiCall,
+    caller: &Option<Caller>,
+) -> Result<Done<Reply>, CallError> {
+    let caller_ref = || {
+        caller
+            .as_ref()
+            .ok_or_else(|| CallError::Unauthorized("no token".into()))
+    };
+    // A name that is not one is refused before anything echoes it (it may be a value
+    // sent in the wrong place).
+    if let (_, Some(raw)) = action_of(&call.op) {
+        SecretName::new(raw).map_err(VaultError::from)?;
+    }
+    match &call.op {
+        Op::Jwks { name } => {
+            let name = SecretName::new(name).map_err(VaultError::from)?;
+            // One answer for "no such secret", "deleted" and "not an Ed25519 secret":
+            // this route needs no token, so it must not tell which names exist.
+            let none = || VaultError::NotFound(format!("no JWKS for {name}"));
+            let row = super::live_secret(tx, &name).map_err(|_| none())?;
+            // The previous key stays published only while its rotation is in grace:
+            // removing it from the JWKS is what retires it.
+            let in_grace = tx.open_rotations()?.iter().any(|r| {
+                r.secret == name.as_str()
+                    && r.state == "grace"
+                    && r.old_version == row.previous_version
+            });
+            let previous = row.previous_version.filter(|_| in_grace);
+            let mut keys_out = Vec::new();
+            for v in [row.current_version, previous, row.pending_version]
+                .into_iter()
+                .flatten()
+            {
+                let Some(number) = VersionNumber::new(v) else {
+                    continue;
+                };
+                if let Some(version) = tx.version(name.as_str(), number)? {
+                    let meta: serde_json::Value =
+                        serde_json::from_str(&version.meta).unwrap_or_default();
+                    if let Some(jwk) = meta.get("jwk") {
+                        keys_out.push(jwk.clone());
+                    }
+                }
+            }
+            if keys_out.is_empty() {
+                return Err(none().into());
+            }
+            Ok(Done::new(
+                Reply::Jwks(json!({ "keys": keys_out })),
+                row.current_version,
+                json!({}),
+            ))
+        }
+        Op::Refused { route, status, .. } => Ok(Done::new(
+            Reply::Recorded,
+            None,
+            json!({ "route": route, "status": status }),
+        )),
+        Op::ListSecrets => {
+            require(caller_ref()?, Need::List, "secrets:list")?;
+            let secrets = tx.list_secrets(false)?;
+            let count = secrets.len();
+            Ok(Done::new(
+                Reply::Secrets(secrets),
+                None,
+                json!({ "count": count }),
+            ))
+        }
+        Op::Read { name, version } => {
+            require(
+                caller_ref()?,
+                Need::Read(name),
+                &format!("secrets:read:{name}"),
+            )?;
+            let name = SecretName::new(name).map_err(VaultError::from)?;
+            let selector = match version {
+                Some(v) => VersionSelector::Number(
+                    VersionNumber::new(*v)
+                        .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
+                ),
+                None => VersionSelector::Label(crate::model::Label::Current),
+            };
+            let revealed = read_in(tx, keys, &name, selector)?;
+            let v = revealed.version.get();
+            Ok(Done::new(Reply::Value(revealed), Some(v), json!({})))
+        }
+        Op::Write {
+            name,
+            value,
+            if_version,
+        } => {
+            require(
+                caller_ref()?,
+                Need::Write(name),
+                &format!("secrets:write:{name}"),
+            )?;
+            let name = SecretName::new(name).map_err(VaultError::from)?;
+            let value = value.as_ref().map_err(|e| VaultError::Input(e.clone()))?;
+            let options = super::SetOptions {
+                if_version: *if_version,
+                description: None,
+                generated: false,
+            };
+            let (version, details) = write_in(tx, now, keys, &name, value, &options)?;
+            Ok(Done::new(
+                Reply::Written(version),
+                Some(version.get()),
+                details,
+            ))
+        }
+        Op::Versions { name } => {
+            require(caller_ref()?, Need::List, "secrets:list")?;
+            let name = SecretName::new(name).map_err(VaultError::from)?;
+            let (row, versions) = history_in(tx, &name)?;
+            Ok(Done::new(Reply::Versions(row, versions), None, json!({})))
+        }
+        Op::Rotate {
+            name,
+            rotation_id,
+            rotatable,
+        } => {
+            let name = SecretName::new(name).map_err(VaultError::from)?;
+            require(
+                caller_ref()?,
+                Need::Rotate(name.as_str()),
+                &format!("rotate:{name}"),
+            )?;
+            let generator = match rotatable {
+                Ok(g) => g.clone(),
+                Err(VaultError::NotFound(m)) => return Err(VaultError::NotFound(m.clone()).into()),
+                Err(other) => return Err(VaultError::Conflict(other.to_string()).into()),
+            };
+            if let Some(open) = tx.rotation_in_progress(name.as_str())? {
+                return Err(VaultError::Conflict(format!(
+                    "rotation {open} of {name} is already requested or running"
+                ))
+                .into());
+            }
+            let secret = tx.secret(name.as_str())?.ok_or_else(|| {
+                VaultError::Conflict(format!("{name} has no value yet: set its first one (PUT)"))
+            })?;
+            // The request is a rotation row from the start: it survives a restart, a
+            // second request sees it (409), and whichever process rotates picks it up.
+            tx.save_rotation(&RotationRow::begun(
+                rotation_id.clone(),
+                name.to_string(),
+                generator,
+                "api".into(),
+                "requested",
+                secret.current_version,
+                now,
+            ))?;
+            tx.insert_step(
+                rotation_id,
+                "request",
+                "ok",
+                now,
+                &json!({ "via": "api" }).to_string(),
+            )?;
+            Ok(Done::new(
+                Reply::RotateAccepted {
+                    rotation_id: rotation_id.clone(),
+                },
+                None,
+                json!({ "rotation": rotation_id }),
+            ))
+        }
+        Op::Rotations { id, secret, limit } => {
+            let rows = match id {
+                // One run: the scope is checked against its secret.
+                Some(id) => {
+                    let row = tx
+                        .rotation(id)?
+                        .ok_or_else(|| VaultError::NotFound(format!("no rotation {id}")))?;
+                    require(
+                        caller_ref()?,
+                        Need::Rotations(Some(&row.secret)),
+                        &format!("rotate:{}", row.secret),
+                    )?;
+                    vec![row]
+                }
+                None => {
+                    require(
+                        caller_ref()?,
+                        Need::Rotations(secret.as_deref()),
+                        "rotate:<name> or audit:read",
+                    )?;
+                    tx.rotations(secret.as_deref(), *limit)?
+                }
+            };
+            let mut out = Vec::new();
+            for row in rows {
+                let steps = tx.steps(&row.id)?;
+                out.push((row, steps));
+            }
+            Ok(Done::new(Reply::Rotations(out), None, json!({})))
+        }
+        Op::Audit { filter } => {
+            require(caller_ref()?, Need::AuditRead, "audit:read")?;
+            let entries = tx.query_audit(filter)?;
+            let n = entries.len();
+            Ok(Done::new(
+                Reply::Audit(entries),
+                None,
+                json!({ "returned": n }),
+            ))
+        }
+    }
+}
+
+impl Vault {
+    /// Creates an API token. Returns its record and the token text, shown once.
+    pub fn create_token(
+        &mut self,
+        name: &str,
+        scopes: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<(TokenRow, SecretString), VaultError> {
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(VaultError::Usage(
+                "a token needs a --name of 1 to 100 characters".into(),
+            ));
+        }
+        if scopes.is_empty() {
+            return Err(VaultError::Usage(
+                "a token needs at least one --scope".into(),
+            ));
+        }
+        for s in scopes {
+            s.parse::<Scope>().map_err(VaultError::Usage)?;
+        }
+        let id_hex = crypto::hex(&crypto::random_array::<8>()?);
+        let secret_bytes = crypto::random_bytes(32)?;
+        use base64::Engine;
+        let secret = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes.as_slice()),
+        );
+        let now = self.clock.now_ms();
+        let row = TokenRow {
+            id: format!("tok_{id_hex}"),
+            name: name.to_string(),
+            hash: self.keys.token.sign(secret.as_bytes()).to_vec(),
+            scopes: scopes.to_vec(),
+            created_at_ms: now,
+            expires_at_ms: ttl
+                .map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))),
+            revoked_at_ms: None,
+            last_used_at_ms: None,
+        };
+        let text = SecretString::from(format!("{TOKEN_PREFIX}{id_hex}.{}", secret.as_str()));
+        let details = json!({ "token": row.id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at_ms });
+        self.audited("token.create", None, |tx, _, _now| {
+            tx.insert_token(&row)?;
+            Ok(Done::new((), None, details))
+        })?;
+        Ok((row, text))
+    }
+
+    /// Every token (never their secrets).
+    pub fn tokens(&mut self) -> Result<Vec<TokenRow>, VaultError> {
+        self.audited("token.list", None, |tx, _, _now| {
+            let tokens = tx.tokens()?;
+            let n = tokens.len();
+            Ok(Done::new(tokens, None, json!({ "count": n })))
+        })
+    }
+
+    /// Revokes a token. False when it was already revoked.
+    pub fn revoke_token(&mut self, id: &str) -> Result<bool, VaultError> {
+        self.audited("token.revoke", None, |tx, _, now| {
+            if tx.token(id)?.is_none() {
+                return Err(VaultError::NotFound(format!(
+                    "no token {id}; `secret token list` shows them"
+                )));
+            }
+            let changed = tx.revoke_token(id, now)?;
+            Ok(Done::new(
+                changed,
+                None,
+                json!({ "token": id, "changed": changed }),
+            ))
+        })
+    }
+
+    /// Carries out a batch of API calls in one transaction (see the module doc).
+    /// Answers come back in order; if the commit fails, every call fails and no value
+    /// leaves.
+    pub fn serve_batch(&mut self, calls: &[ApiCall]) -> Vec<Result<Reply, CallError>> {
+        let keys = &self.keys;
+        let clock = &self.clock;
+        let result = self.store.write_with(Durability::Synced, |tx| {
+            let mut replies = Vec::with_capacity(calls.len());
+            for call in calls {
+                let at = clock.now_ms();
+                let (action, secret) = action_of(&call.op);
+                let needs_token = !matches!(call.op, Op::Jwks { .. } | Op::Refused { .. });
+                let caller = if needs_token {
+                    authenticate(tx, keys, call.token.as_ref(), at).map(Some)
+                } else {
+                    Ok(None)
+                };
+                // Who the entry names: the token that authenticated, else nobody (a
+                // refused token's claimed id goes in the details, not the actor).
+                let authenticated = match &caller {
+                    Ok(Some(c)) => Some(format!("token:{}", c.id)),
+                    // A refused request still names the token it carried, if it verifies.
+                    Ok(None) if matches!(call.op, Op::Refused { .. }) => {
+                        verified_id(tx, keys, call.token.as_ref())?.map(|id| format!("token:{id}"))
+                    }
+                    // A revoked or expired token whose secret still verifies is that
+                    // token: the entry names it. An unverified claim does not.
+                    Err(CallError::Unauthorized(_)) => {
+                        verified_id(tx, keys, call.token.as_ref())?.map(|id| format!("token:{id}"))
+                    }
+                    _ => None,
+                };
+                tx.savepoint()?;
+                let outcome = caller.and_then(|caller| handle(tx, keys, at, call, &caller));
+                let result = match outcome {
+                    Ok(done) => {
+                        tx.release()?;
+                        Ok(done)
+                    }
+                    Err(e) => {
+                        tx.rollback_to_savepoint()?;
+                        Err(e)
+                    }
+                };
+                let actor_name = authenticated.clone().unwrap_or_else(|| "anonymous".into());
+                let actor = Actor {
+                    name: actor_name,
+                    pid: None,
+                    request_id: call.request_id.clone(),
+                };
+                let mut details = json!({ "via": "api", "remote": call.remote });
+                let (outcome_code, version) = match &result {
+                    Ok(done) => {
+                        if let (Some(map), Some(extra)) =
+                            (details.as_object_mut(), done.details.as_object())
+                        {
+                            map.extend(extra.clone());
+                        }
+                        match &call.op {
+                            Op::Refused { code, .. } => (*code, None),
+                            _ => ("ok", done.version),
+                        }
+                    }
+                    Err(e) => {
+                        details["error"] = json!(e.to_string());
+                        // The token id it claimed, not its actor: anyone can claim one.
+                        if let (None, Some(claimed)) =
+                            (&authenticated, claimed_token(call.token.as_ref()))
+                        {
+                            details["claimed_token"] = json!(claimed);
+                        }
+                        (e.code(), None)
+                    }
+                };
+                // An invalid name is not recorded: it may be a value in the wrong place.
+                let secret = secret.filter(|s| SecretName::new(s).is_ok());
+                append(
+                    tx,
+                    &keys.audit,
+                    &actor,
+                    at,
+                    action,
+                    secret,
+                    version,
+                    outcome_code,
+                    &details,
+                )?;
+                replies.push(result.map(|done| done.value));
+            }
+            Ok::<_, VaultError>(replies)
+        });
+        match result {
+            Ok(replies) => replies,
+            Err(e) => {
+                let message = e.to_string();
+                calls
+                    .iter()
+                    .map(|_| Err(CallError::Vault(VaultError::AuditWrite(message.clone()))))
+                    .collect()
+            }
+        }
+    }
+
+    /// Whether the store takes writes (for `/readyz`).
+    pub fn check_writable(&mut self) -> Result<(), VaultError> {
+        self.store
+            .write_with(Durability::Committed, |_| Ok::<_, VaultError>(()))
+    }
+}
+
+/// The token id a refused call claimed, if its token had that shape.
+fn claimed_token(token: Option<&SecretString>) -> Option<String> {
+    token
+        .and_then(|t| parse_token(t.expose_secret()))
+        .map(|(id, _)| format!("tok_{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_only_in_their_own_shape() {
+        let secret = "a".repeat(43);
+        assert_eq!(
+            parse_token(&format!("secret_0123456789abcdef.{secret}")),
+            Some(("0123456789abcdef", secret.as_str()))
+        );
+        assert!(parse_token("Bearer x").is_none());
+        assert!(parse_token(&format!("secret_0123.{secret}")).is_none());
+        assert!(parse_token("secret_0123456789abcdef.short").is_none());
+    }
+
+    #[test]
+    fn debug_of_a_call_hides_its_token_and_value() {
+        let call = ApiCall {
+            token: Some(SecretString::from(
+                "secret_0123456789abcdef.topsecret-token".to_string(),
+            )),
+            remote: "127.0.0.1".into(),
+            request_id: "r".into(),
+            op: Op::Write {
+                name: "X".into(),
+                value: SecretValue::from_bytes(
+                    zeroize::Zeroizing::new(b"the-value".to_vec()),
+                    false,
+                ),
+                if_version: None,
+            },
+        };
+        let shown = format!("{call:?}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("the-value"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,646 @@
+//! One handler per route: turn the request into an [`Op`], let the vault authenticate,
+//! authorise, carry out and audit it, and shape the [`Reply`] as JSON. The
+//! `#[utoipa::path]` on each handler is what `/v1/openapi.json` is built from.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use zeroize::Zeroizing;
+
+use super::error::{ApiError, ErrorBody, JsonBody, QueryArgs};
+use super::{AppState, Ctx};
+use crate::service::RotateRequest;
+use secret_core::audit::AuditFilter;
+use secret_core::error::VaultError;
+use secret_core::model::SecretValue;
+use secret_core::policy::Generator;
+use secret_core::render::{entry_json, rfc3339, rotation_body, RotationBody};
+use secret_core::vault::{Op, Reply};
+
+/// Rotation records a list returns unless `limit` says otherwise.
+const DEFAULT_ROTATIONS: u64 = 50;
+/// Audit entries a query returns unless `limit` says otherwise.
+const DEFAULT_AUDIT: u64 = 100;
+/// The most either returns.
+const MAX_LIMIT: u64 = 10_000;
+
+fn unexpected(reply: &Reply) -> ApiError {
+    ApiError::Internal(format!(
+        "unexpected reply from the vault: {}",
+        reply_kind(reply)
+    ))
+}
+
+/// The variant's name only: a `Reply` may hold a value.
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Secrets(_) => "Secrets",
+        Reply::Value(_) => "Value",
+        Reply::Written(_) => "Written",
+        Reply::Versions(..) => "Versions",
+        Reply::RotateAccepted { .. } => "RotateAccepted",
+        Reply::Rotations(_) => "Rotations",
+        Reply::Audit(_) => "Audit",
+        Reply::Jwks(_) => "Jwks",
+        Reply::Recorded => "Recorded",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Health and metrics
+// ---------------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatusBody {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The server is up", body = StatusBody)))]
+pub(crate) async fn healthz() -> Json<StatusBody> {
+    Json(StatusBody { status: "ok" })
+}
+
+/// Readiness: the vault is open and unlocked and its store takes writes.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = StatusBody),
+        (status = 503, description = "The vault cannot take writes", body = ErrorBody),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, ApiError> {
+    match state.serve.vault.run(|v| v.check_writable()).await {
+        Ok(Ok(())) => Ok(Json(StatusBody { status: "ready" })),
+        Ok(Err(e)) | Err(e) => Err(ApiError::Unavailable {
+            message: "the vault is not ready: its store does not take writes",
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Prometheus metrics (text exposition format). Names start with `secret_`.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.serve.metrics.render(),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SecretList {
+    secrets: Vec<SecretSummary>,
+}
+
+/// A secret's metadata; never its value.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SecretSummary {
+    name: String,
+    /// The current version, if the secret has one.
+    version: Option<u64>,
+    /// How many versions still hold a value.
+    versions: u64,
+    description: Option<String>,
+    /// RFC 3339.
+    created_at: String,
+    updated_at: String,
+}
+
+/// Names and metadata of every secret (no values). Scope `secrets:list`.
+#[utoipa::path(get, path = "/v1/secrets", tag = "secrets", security(("bearer" = [])),
+    responses(
+        (status = 200, body = SecretList),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn list_secrets(
+    State(state): State<AppState>,
+    ctx: Ctx,
+) -> Result<Json<SecretList>, ApiError> {
+    match state.call(ctx, Op::ListSecrets).await? {
+        Reply::Secrets(metas) => Ok(Json(SecretList {
+            secrets: metas
+                .into_iter()
+                .map(|m| SecretSummary {
+                    name: m.name,
+                    version: m.current_version,
+                    versions: m.live_versions,
+                    description: m.description,
+                    created_at: rfc3339(m.created_at_ms, true),
+                    updated_at: rfc3339(m.updated_at_ms, true),
+                })
+                .collect(),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadQuery {
+    /// A version number; the current version when absent.
+    version: Option<u64>,
+}
+
+/// A secret's value, as returned by a read.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SecretValueBody<'a> {
+    name: &'a str,
+    version: u64,
+    created_at: String,
+    value: &'a str,
+}
+
+/// Reads a value (the current version, or `?version=N`). Scope `secrets:read:<glob>`.
+/// The read is in the audit log before the value is sent.
+#[utoipa::path(get, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Secret name"), ReadQuery),
+    responses(
+        (status = 200, body = SecretValueBody,
+            headers(("ETag" = String, description = "The version, quoted"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn read_secret(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+    QueryArgs(query): QueryArgs<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let revealed = match state
+        .call(
+            ctx,
+            Op::Read {
+                name,
+                version: query.version,
+            },
+        )
+        .await?
+    {
+        Reply::Value(revealed) => revealed,
+        other => return Err(unexpected(&other)),
+    };
+    let body = SecretValueBody {
+        name: revealed.name.as_str(),
+        version: revealed.version.get(),
+        created_at: rfc3339(revealed.created_at_ms, true),
+        value: revealed.value.expose(),
+    };
+    // Sized for the worst case of JSON escaping (\u00XX: six bytes for one), so the
+    // buffer never reallocates and leaves a copy of the value behind.
+    let capacity = 6 * (body.value.len() + body.name.len()) + 128;
+    let mut buffer = Zeroizing::new(Vec::with_capacity(capacity));
+    serde_json::to_writer(&mut *buffer, &body).map_err(|e| {
+        ApiError::Internal(format!(
+            "cannot encode a value response: {:?}",
+            e.classify()
+        ))
+    })?;
+    let version = revealed.version.get();
+    drop(revealed);
+    // The body owns the zeroizing buffer: it is wiped when the server drops the body.
+    let mut response = Body::from(Bytes::from_owner(buffer)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// A write. `value` is kept in a zeroizing string.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WriteBody {
+    /// The new value: UTF-8, 1 byte to 64 KiB.
+    #[schema(value_type = String)]
+    value: SecretString,
+    /// Compare-and-set: the current version must be this (0: the secret must not exist).
+    /// `If-Match: "N"` says the same.
+    if_version: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Written {
+    name: String,
+    version: u64,
+}
+
+/// `If-Match: "3"` or `If-Match: 3`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::BadRequest("If-Match takes one version number, such as \"3\"".into());
+    let text = raw.to_str().map_err(|_| bad())?.trim();
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    unquoted.parse::<u64>().map(Some).map_err(|_| bad())
+}
+
+/// Writes a new version and makes it current. Scope `secrets:write:<glob>`.
+#[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Secret name"),
+        ("If-Match" = Option<String>, Header, description = "Compare-and-set: the current version, e.g. \"3\"")),
+    request_body = WriteBody,
+    responses(
+        (status = 200, body = Written),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, description = "The current version is not if_version", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn write_secret(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<WriteBody>,
+) -> Result<Json<Written>, ApiError> {
+    let if_version = match (if_match(&headers)?, body.if_version) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::BadRequest(format!(
+                "If-Match ({a}) and if_version ({b}) disagree; send one of them"
+            )))
+        }
+        (a, b) => a.or(b),
+    };
+    let bytes = Zeroizing::new(body.value.expose_secret().as_bytes().to_vec());
+    drop(body);
+    // An invalid value still goes to the vault, which audits the refusal.
+    let value = SecretValue::from_bytes(bytes, false);
+    match state
+        .call(
+            ctx,
+            Op::Write {
+                name: name.clone(),
+                value,
+                if_version,
+            },
+        )
+        .await?
+    {
+        Reply::Written(version) => Ok(Json(Written {
+            name,
+            version: version.get(),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionList {
+    name: String,
+    deleted: bool,
+    versions: Vec<VersionSummary>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionSummary {
+    version: u64,
+    /// `current`, `pending`, `previous`.
+    labels: Vec<&'static str>,
+    created_at: String,
+    /// The value was destroyed; only the metadata is left.
+    destroyed: bool,
+}
+
+/// A secret's versions, without values. Scope `secrets:list`.
+#[utoipa::path(get, path = "/v1/secrets/{name}/versions", tag = "secrets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Secret name")),
+    responses(
+        (status = 200, body = VersionList),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn versions(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    match state.call(ctx, Op::Versions { name }).await? {
+        Reply::Versions(row, versions) => Ok(Json(VersionList {
+            name: row.name,
+            deleted: row.deleted_at_ms.is_some(),
+            versions: versions
+                .into_iter()
+                .map(|v| VersionSummary {
+                    version: v.version,
+                    labels: v.labels,
+                    created_at: rfc3339(v.created_at_ms, true),
+                    destroyed: v.destroyed_at_ms.is_some(),
+                })
+                .collect(),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rotations
+// ---------------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RotationQueued {
+    #[schema(example = "rot_0123456789ab")]
+    rotation: String,
+    secret: String,
+    #[schema(example = "queued")]
+    status: &'static str,
+}
+
+/// Starts a rotation now. Scope `rotate:<glob>`. The secret needs a policy with a
+/// generator (not `manual`); the scheduler picks the request up.
+#[utoipa::path(post, path = "/v1/secrets/{name}/rotate", tag = "rotations", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Secret name")),
+    responses(
+        (status = 202, description = "Queued; GET the Location to follow it", body = RotationQueued),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No policy for this secret", body = ErrorBody),
+        (status = 409, description = "A manual secret, or a rotation is already running", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, description = "The scheduler is not running", body = ErrorBody),
+    ))]
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let random =
+        secret_core::crypto::random_array::<6>().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rotation_id = format!("rot_{}", secret_core::crypto::hex(&random));
+    // The policy check travels with the call: the vault refuses (and audits the
+    // refusal) only after authentication and scope, so an unauthenticated or unscoped
+    // caller learns nothing about the policies (401/403 before 404/409).
+    if state.serve.rotate.is_closed() {
+        return Err(ApiError::Unavailable {
+            message: "the scheduler is not running in this server; run `secret rotate` instead",
+            detail: "rotate request while serving with --no-scheduler".into(),
+        });
+    }
+    let rotatable = match state.serve.policies.secrets.get(&name) {
+        None => Err(VaultError::NotFound(format!(
+            "{name} has no rotation policy; add one under policies/ (or set it with PUT)"
+        ))),
+        Some(policy) if policy.generator == Generator::Manual => Err(VaultError::Conflict(format!(
+            "{name} is a manual secret: it is set by a person (PUT /v1/secrets/{name}), never rotated"
+        ))),
+        Some(policy) => Ok(policy.generator.name().to_string()),
+    };
+    let rotation_id = match state
+        .call(
+            ctx,
+            Op::Rotate {
+                name: name.clone(),
+                rotation_id,
+                rotatable,
+            },
+        )
+        .await?
+    {
+        Reply::RotateAccepted { rotation_id } => rotation_id,
+        other => return Err(unexpected(&other)),
+    };
+    let request = RotateRequest {
+        secret: name.clone(),
+        rotation_id: rotation_id.clone(),
+    };
+    // The request is recorded in the vault; this only wakes the scheduler. A full
+    // queue is fine: the next tick picks the request up anyway.
+    let _ = state.serve.rotate.try_send(request);
+    let location = HeaderValue::from_str(&format!("/v1/rotations/{rotation_id}"))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = RotationQueued {
+        rotation: rotation_id,
+        secret: name,
+        status: "queued",
+    };
+    Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(body)).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RotationsQuery {
+    /// Only this secret's rotations.
+    secret: Option<String>,
+    /// At most this many, newest first (default 50).
+    limit: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RotationList {
+    rotations: Vec<RotationBody>,
+}
+
+/// Rotation runs with their steps, newest first. Scope `audit:read`, or
+/// `rotate:<glob>` with `?secret=` a name it covers.
+#[utoipa::path(get, path = "/v1/rotations", tag = "rotations", security(("bearer" = [])),
+    params(RotationsQuery),
+    responses(
+        (status = 200, body = RotationList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn rotations(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryArgs(query): QueryArgs<RotationsQuery>,
+) -> Result<Json<RotationList>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_ROTATIONS).min(MAX_LIMIT);
+    match state
+        .call(
+            ctx,
+            Op::Rotations {
+                id: None,
+                secret: query.secret,
+                limit,
+            },
+        )
+        .await?
+    {
+        Reply::Rotations(runs) => Ok(Json(RotationList {
+            rotations: runs.into_iter().map(|(r, s)| rotation_body(r, s)).collect(),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// One rotation run with its steps. Scope `audit:read` or `rotate:<its secret>`.
+#[utoipa::path(get, path = "/v1/rotations/{id}", tag = "rotations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Rotation id, rot_...")),
+    responses(
+        (status = 200, body = RotationBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn rotation(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Json<RotationBody>, ApiError> {
+    match state
+        .call(
+            ctx,
+            Op::Rotations {
+                id: Some(id.clone()),
+                secret: None,
+                limit: 1,
+            },
+        )
+        .await?
+    {
+        Reply::Rotations(runs) => runs
+            .into_iter()
+            .next()
+            .map(|(r, s)| Json(rotation_body(r, s)))
+            .ok_or_else(|| VaultError::NotFound(format!("no rotation {id}")).into()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit and JWKS
+// ---------------------------------------------------------------------------------------
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only entries about this secret.
+    secret: Option<String>,
+    /// Only entries with this action (`get`, `set`, `rotate.request`, ...).
+    action: Option<String>,
+    /// Only entries by this actor (`token:tok_...`, `user:NAME`, `scheduler`).
+    actor: Option<String>,
+    /// A date (`2026-11-01`), an RFC 3339 time, or an age (`7d`, `12h`).
+    since: Option<String>,
+    /// At most this many, newest first (default 100).
+    limit: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditList {
+    /// As `secret audit --json` prints them.
+    #[schema(value_type = Vec<Object>)]
+    entries: Vec<serde_json::Value>,
+}
+
+/// `since`: a date, an RFC 3339 time, or an age such as `7d`; in unix milliseconds.
+pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
+    secret_core::audit::parse_since(text, now_ms).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "since: expected {}",
+            secret_core::audit::SINCE_FORMS
+        ))
+    })
+}
+
+/// Audit entries, newest first. Scope `audit:read`. The query itself is audited.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, body = AuditList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryArgs(query): QueryArgs<AuditQuery>,
+) -> Result<Json<AuditList>, ApiError> {
+    let since_ms = match query.since.as_deref() {
+        Some(text) => Some(parse_since(text, state.serve.clock.now_ms())?),
+        None => None,
+    };
+    let filter = AuditFilter {
+        secret: query.secret,
+        action: query.action,
+        actor: query.actor,
+        since_ms,
+        limit: Some(query.limit.unwrap_or(DEFAULT_AUDIT).min(MAX_LIMIT)),
+    };
+    match state.call(ctx, Op::Audit { filter }).await? {
+        Reply::Audit(entries) => Ok(Json(AuditList {
+            entries: entries.iter().map(entry_json).collect(),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Public keys of a `jwt-ed25519` secret (a JSON Web Key Set). No token needed.
+#[utoipa::path(get, path = "/v1/jwks/{name}", tag = "secrets",
+    params(("name" = String, Path, description = "Secret name")),
+    responses(
+        (status = 200, description = "JSON Web Key Set", body = Object,
+            example = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "...", "x": "..."}]})),
+        (status = 404, body = ErrorBody),
+    ))]
+pub(crate) async fn jwks(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.call(ctx, Op::Jwks { name }).await? {
+        Reply::Jwks(keys) => Ok(Json(keys)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        state.openapi.as_ref().clone(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_dates_times_and_ages() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_since("7d", now).unwrap(), now - 7 * 86_400_000);
+        assert_eq!(parse_since("2026-11-01", now).unwrap(), 1_793_491_200_000);
+        assert_eq!(
+            parse_since("2026-11-01T12:00:00Z", now).unwrap(),
+            1_793_534_400_000
+        );
+        assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn if_match_takes_quoted_or_bare_versions() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(IF_MATCH, HeaderValue::from_static("\"3\""));
+        assert_eq!(if_match(&h).unwrap(), Some(3));
+        h.insert(IF_MATCH, HeaderValue::from_static("4"));
+        assert_eq!(if_match(&h).unwrap(), Some(4));
+        h.insert(IF_MATCH, HeaderValue::from_static("*"));
+        assert!(if_match(&h).is_err());
+    }
+}

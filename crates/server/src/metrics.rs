@@ -1,0 +1,256 @@
+//! Prometheus metrics of `secret serve` (text format at `/metrics`). Every name starts
+//! with `secret_`; `deploy/` (dashboard and alert rules) uses exactly these names, and a
+//! test checks that it does. Labels carry secret names and routes, never values.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    pub secret: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: String,
+}
+
+/// The outcomes a rotation counter is created for up front, so a first failure shows
+/// as an increase from 0.
+pub const OUTCOMES: [&str; 5] = [
+    "finished",
+    "rolled_back",
+    "failed",
+    "stuck",
+    "revoke_failed",
+];
+
+fn duration_histogram() -> Histogram {
+    // 1 s … about 4.5 h: a rotation waits for deploys.
+    Histogram::new(
+        [
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 16384.0,
+        ]
+        .into_iter(),
+    )
+}
+
+/// Everything `/metrics` exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub rotations: Family<RotationLabels, Counter>,
+    pub rotation_duration: Family<SecretLabel, Histogram, fn() -> Histogram>,
+    pub seconds_until_due: Family<SecretLabel, Gauge<f64, AtomicU64>>,
+    pub version_age: Family<SecretLabel, Gauge<f64, AtomicU64>>,
+    pub overdue: Gauge,
+    pub requests: Family<RequestLabels, Counter>,
+    pub audit_chain_ok: Gauge,
+    pub scheduler_last_run: Gauge<f64, AtomicU64>,
+    pub scheduler_leader: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            rotations: Family::default(),
+            rotation_duration: Family::new_with_constructor(duration_histogram),
+            seconds_until_due: Family::default(),
+            version_age: Family::default(),
+            overdue: Gauge::default(),
+            requests: Family::default(),
+            audit_chain_ok: Gauge::default(),
+            scheduler_last_run: Gauge::default(),
+            scheduler_leader: Gauge::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            // prometheus-client appends `_total` to counters itself.
+            r.register(
+                "secret_rotations",
+                "Rotations by secret and outcome",
+                m.rotations.clone(),
+            );
+            r.register(
+                "secret_rotation_duration_seconds",
+                "Time from a rotation's start to its end",
+                m.rotation_duration.clone(),
+            );
+            r.register(
+                "secret_seconds_until_due",
+                "Seconds until each secret is due (negative: overdue)",
+                m.seconds_until_due.clone(),
+            );
+            r.register(
+                "secret_current_version_age_seconds",
+                "Age of each secret's current version",
+                m.version_age.clone(),
+            );
+            r.register(
+                "secret_overdue_secrets",
+                "Secrets past their schedule or max_age",
+                m.overdue.clone(),
+            );
+            r.register(
+                "secret_api_requests",
+                "API requests by route and status",
+                m.requests.clone(),
+            );
+            r.register(
+                "secret_audit_chain_ok",
+                "1 when the audit chain verified, 0 when broken",
+                m.audit_chain_ok.clone(),
+            );
+            r.register(
+                "secret_scheduler_last_run_timestamp_seconds",
+                "When the scheduler last ran (unix seconds)",
+                m.scheduler_last_run.clone(),
+            );
+            r.register(
+                "secret_scheduler_leader",
+                "1 when this process holds the scheduler lease",
+                m.scheduler_leader.clone(),
+            );
+        }
+        m
+    }
+
+    /// Creates a secret's rotation counters at zero.
+    pub fn know_secret(&self, secret: &str) {
+        for outcome in OUTCOMES {
+            let _ = self.rotations.get_or_create(&RotationLabels {
+                secret: secret.into(),
+                outcome: outcome.into(),
+            });
+        }
+    }
+
+    pub fn rotation_ended(&self, secret: &str, outcome: &str, seconds: f64) {
+        self.rotations
+            .get_or_create(&RotationLabels {
+                secret: secret.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.rotation_duration
+            .get_or_create(&SecretLabel {
+                secret: secret.into(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn request(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.into(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if encode(&mut out, &r).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exported_names_are_the_ones_deploy_uses() {
+        let m = Metrics::new();
+        m.know_secret("JWT_SECRET");
+        m.rotation_ended("JWT_SECRET", "finished", 3.0);
+        m.request("/v1/secrets/{name}", 200);
+        m.seconds_until_due
+            .get_or_create(&SecretLabel {
+                secret: "JWT_SECRET".into(),
+            })
+            .set(-5.0);
+        m.version_age
+            .get_or_create(&SecretLabel {
+                secret: "JWT_SECRET".into(),
+            })
+            .set(60.0);
+        let text = m.render();
+        let exported: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
+            .collect();
+        for name in [
+            "secret_rotations_total",
+            "secret_rotation_duration_seconds_bucket",
+            "secret_seconds_until_due",
+            "secret_current_version_age_seconds",
+            "secret_overdue_secrets",
+            "secret_api_requests_total",
+            "secret_audit_chain_ok",
+            "secret_scheduler_last_run_timestamp_seconds",
+            "secret_scheduler_leader",
+        ] {
+            assert!(exported.contains(name), "{name} missing from:\n{text}");
+        }
+        // Every secret_* name that deploy/ mentions is exported.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        for file in [
+            "deploy/prometheus/alerts.yml",
+            "deploy/grafana/secret-dashboard.json",
+        ] {
+            let body = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            let mut rest = body.as_str();
+            while let Some(i) = rest.find("secret_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                let base = name
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
+                let is_metric = exported.iter().any(|e| e == name || e.starts_with(base));
+                let preceded_by_word = i > 0 && rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+                if !preceded_by_word && name.len() > "secret_".len() && name.contains('_') {
+                    assert!(is_metric, "{file} uses {name}, which is not exported");
+                }
+                rest = &tail[end..];
+            }
+        }
+        assert!(!text.contains("value"), "labels never carry values");
+    }
+}

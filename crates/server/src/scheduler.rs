@@ -1,0 +1,459 @@
+//! The scheduler inside `secret serve`: every tick (with jitter, so a fleet does not
+//! rotate in lockstep) it takes or renews the scheduler lease and, only while it holds
+//! it, runs one rotation pass — interrupted rotations resumed, ended graces revoked,
+//! due secrets rotated (a bounded number per pass) — plus any rotation the API asked
+//! for. Two `serve` processes on one vault: one acts, the other waits for the lease.
+//! It also keeps the due-time, age and overdue metrics current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::{Metrics, SecretLabel};
+use crate::service::RotateRequest;
+use secret_core::error::VaultError;
+use secret_core::policy::PolicySet;
+use secret_core::vault::Vault;
+use secret_rotation::{Due, Engine, EngineOptions, Request};
+
+/// How the scheduler paces itself.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    pub tick: Duration,
+    /// Up to this much is added to each wait, at random.
+    pub jitter: Duration,
+    /// At most this many new rotations start in one pass; the rest wait a tick.
+    pub max_new_rotations: usize,
+    /// The scheduler lease lasts this long unless renewed (each tick renews it).
+    pub lease_ttl: Duration,
+    /// How the scheduler's engine polls, retries and times out (its trigger is always
+    /// `scheduler`).
+    pub engine: EngineOptions,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(30),
+            jitter: Duration::from_secs(5),
+            max_new_rotations: 4,
+            // Long enough for a pass that waits on deploys; a holder seen dead (its pid
+            // and start time gone) loses it at once anyway.
+            lease_ttl: Duration::from_secs(15 * 60),
+            engine: EngineOptions::default(),
+        }
+    }
+}
+
+const LEASE: &str = "scheduler";
+
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let r = secret_core::crypto::random_array::<8>()
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    Duration::from_millis(r % (max.as_millis() as u64 + 1))
+}
+
+/// Runs until `shutdown` turns true. The current pass finishes its step; anything left
+/// is resumable by the next start.
+pub async fn run(
+    engine: &mut Engine,
+    policies: Arc<PolicySet>,
+    metrics: Arc<Metrics>,
+    options: SchedulerOptions,
+    mut requests: mpsc::Receiver<RotateRequest>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), VaultError> {
+    for name in policies.secrets.keys() {
+        metrics.know_secret(name);
+    }
+    let holder = engine.holder().to_string();
+    engine.stop_on(shutdown.clone());
+    let mut first = true;
+    loop {
+        let mut asked: Vec<RotateRequest> = Vec::new();
+        if !first {
+            let wait = options.tick + jitter(options.jitter);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Some(req) = requests.recv() => asked.push(req),
+                _ = shutdown.changed() => {}
+            }
+        }
+        first = false;
+        if *shutdown.borrow() {
+            break;
+        }
+        while let Ok(req) = requests.try_recv() {
+            asked.push(req);
+        }
+        let leader = engine
+            .vault()
+            .acquire_lock(LEASE, &holder, options.lease_ttl.as_millis() as i64, |h| {
+                secret_rotation::engine::holder_liveness(h)
+            })
+            .map(|r| r.is_ok());
+        let leader = match leader {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("scheduler: cannot check the lease ({e}); trying again next tick");
+                false
+            }
+        };
+        metrics.scheduler_leader.set(i64::from(leader));
+        // Requested rotations run here whether or not this process leads: they are
+        // recorded in the vault, and the per-secret lock keeps them single.
+        let names: Vec<String> = asked.iter().map(|r| r.secret.clone()).collect();
+        if !names.is_empty() {
+            match engine.run(Request::Names(names)).await {
+                Ok(report) => record(&metrics, &report),
+                Err(e) => eprintln!("scheduler: requested rotation: {e}"),
+            }
+        }
+        if leader {
+            match engine.run(Request::Due).await {
+                Ok(report) => record(&metrics, &report),
+                // One bad pass (a busy store, say) is not the end of the scheduler.
+                Err(e) => eprintln!("scheduler: pass failed ({e}); trying again next tick"),
+            }
+            metrics
+                .scheduler_last_run
+                .set(engine.vault().now() as f64 / 1000.0);
+        }
+        if let Err(e) = update_gauges(engine, &policies, &metrics) {
+            eprintln!("scheduler: cannot update the gauges: {e}");
+        }
+    }
+    let _ = engine.vault().release_lock(LEASE, &holder);
+    metrics.scheduler_leader.set(0);
+    Ok(())
+}
+
+/// Counts every run's result. Anything that needs a person (`failed`, `rolled_back`, a
+/// run that could not go on, a revoke that failed) is an outcome the alerts watch.
+fn record(metrics: &Metrics, report: &secret_rotation::RunReport) {
+    for o in &report.outcomes {
+        let outcome = match o.result.as_str() {
+            "finished" | "rolled_back" | "failed" | "revoke_failed" => o.result.as_str(),
+            "not_started" | "stuck" => "stuck",
+            r if r.starts_with("stopped_in_") => "stuck",
+            // Revokes that worked and secrets another process is rotating are not runs.
+            _ => continue,
+        };
+        metrics.rotation_ended(&o.secret, outcome, o.duration_ms as f64 / 1000.0);
+    }
+}
+
+/// Seconds until due, current version age, and the overdue count, per secret.
+fn update_gauges(
+    engine: &mut Engine,
+    policies: &PolicySet,
+    metrics: &Metrics,
+) -> Result<(), VaultError> {
+    let now = engine.vault().now();
+    let mut overdue = 0;
+    for (name, policy) in &policies.secrets {
+        let label = SecretLabel {
+            secret: name.clone(),
+        };
+        let due = engine.due(policy)?;
+        let seconds = match &due {
+            Due::Now => 0.0,
+            Due::At(t) => (*t - now) as f64 / 1000.0,
+            Due::Manual {
+                overdue_at: Some(t),
+            } => (*t - now) as f64 / 1000.0,
+            Due::Manual { overdue_at: None } => 0.0,
+        };
+        metrics.seconds_until_due.get_or_create(&label).set(seconds);
+        let is_overdue = due.is_overdue(now);
+        if is_overdue {
+            overdue += 1;
+        }
+        if let Some(created) = engine.current_created(name)? {
+            metrics
+                .version_age
+                .get_or_create(&label)
+                .set((now - created) as f64 / 1000.0);
+        }
+    }
+    metrics.overdue.set(overdue);
+    Ok(())
+}
+
+/// Opens the scheduler's own engine over its own vault connection.
+pub fn engine(
+    vault: Vault,
+    policies: &PolicySet,
+    options: &SchedulerOptions,
+) -> Result<Engine, VaultError> {
+    let engine_options = EngineOptions {
+        max_new_rotations: Some(options.max_new_rotations),
+        trigger: "scheduler",
+        ..options.engine.clone()
+    };
+    Engine::new(vault, policies.clone(), engine_options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secret_core::model::SecretValue;
+    use secret_core::vault::{InitOptions, SetOptions};
+    use std::path::Path;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        vault: Vault,
+        policies: Arc<PolicySet>,
+        env_file: std::path::PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join("app.env");
+        let identity = secret_core::crypto::generate_identity("t");
+        let actor = secret_core::audit::Actor {
+            name: "user:test".into(),
+            pid: None,
+            request_id: "t".into(),
+        };
+        let mut vault = Vault::init(
+            &dir.path().join("v.db"),
+            InitOptions {
+                recipients: vec![identity.recipient],
+                passphrase: None,
+                scrypt_log_n: None,
+            },
+            actor,
+        )
+        .unwrap();
+        vault.set_clock(crate::clock::tokio_clock());
+        let policies = secret_core::policy::parse_str(
+            Path::new("t.toml"),
+            &format!(
+                r#"
+                [targets.local]
+                kind = "dotenv"
+                path = "{}"
+
+                [secrets.JWT_SECRET]
+                generator = "jwt-hmac"
+                every = "1h"
+                grace = "10m"
+                push = ["local"]
+                previous_as = "JWT_SECRET_PREVIOUS"
+
+                [secrets.ADMIN_KEY]
+                generator = "manual"
+                max_age = "2h"
+                "#,
+                env_file.display()
+            ),
+        )
+        .unwrap();
+        for (name, v) in [("JWT_SECRET", "initial"), ("ADMIN_KEY", "admin")] {
+            let value =
+                SecretValue::from_bytes(zeroize::Zeroizing::new(v.as_bytes().to_vec()), false);
+            vault.set(name, value, &SetOptions::default()).unwrap();
+        }
+        Setup {
+            _dir: dir,
+            vault,
+            policies: Arc::new(policies),
+            env_file,
+        }
+    }
+
+    fn options() -> SchedulerOptions {
+        SchedulerOptions {
+            tick: Duration::from_secs(30),
+            jitter: Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    /// Starts a scheduler on its own connection; returns its stop switch and metrics.
+    /// Starts a scheduler on its own connection; returns its stop switch and metrics.
+    fn start(
+        s: &Setup,
+    ) -> (
+        watch::Sender<bool>,
+        Arc<Metrics>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        // No API here: the request channel closes at once, which the scheduler ignores.
+        let (stop, metrics, task, _requests) = start_with_requests(s);
+        (stop, metrics, task)
+    }
+
+    type Started = (
+        watch::Sender<bool>,
+        Arc<Metrics>,
+        tokio::task::JoinHandle<()>,
+        mpsc::Sender<RotateRequest>,
+    );
+
+    fn start_with_requests(s: &Setup) -> Started {
+        let vault = s.vault.another_connection().unwrap();
+        let mut engine = engine(vault, &s.policies, &options()).unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(8);
+        let (policies, m) = (s.policies.clone(), metrics.clone());
+        let task = tokio::task::spawn_local(async move {
+            run(&mut engine, policies, m, options(), rx, stopped)
+                .await
+                .unwrap();
+        });
+        (stop, metrics, task, tx)
+    }
+
+    fn rotations(s: &mut Setup) -> Vec<secret_core::vault::RotationRow> {
+        s.vault.rotations(Some("JWT_SECRET"), 100).unwrap()
+    }
+
+    fn env_file(s: &Setup) -> String {
+        std::fs::read_to_string(&s.env_file).unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rotates_when_due_revokes_at_grace_end_and_catches_up_once() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let mut s = setup();
+                let (stop, metrics, task) = start(&s);
+                tokio::time::sleep(59 * MIN).await;
+                assert!(rotations(&mut s).is_empty(), "not due before an hour");
+
+                tokio::time::sleep(2 * MIN).await;
+                let runs = rotations(&mut s);
+                assert_eq!(runs.len(), 1, "due after an hour: one rotation");
+                assert_eq!(runs[0].outcome.as_deref(), Some("finished"));
+                assert_eq!(runs[0].state, "grace");
+                assert!(
+                    env_file(&s).contains("JWT_SECRET_PREVIOUS=\"initial\""),
+                    "{}",
+                    env_file(&s)
+                );
+
+                tokio::time::sleep(11 * MIN).await;
+                let runs = rotations(&mut s);
+                assert_eq!(runs[0].state, "done", "revoked when grace ended");
+                assert!(!env_file(&s).contains("JWT_SECRET_PREVIOUS"));
+                assert_eq!(metrics.scheduler_leader.get(), 1);
+
+                // Downtime: five periods pass with no scheduler running.
+                stop.send(true).unwrap();
+                task.await.unwrap();
+                tokio::time::sleep(5 * 60 * MIN).await;
+                let (stop, metrics, task) = start(&s);
+                tokio::time::sleep(MIN).await;
+                let runs = rotations(&mut s);
+                assert_eq!(
+                    runs.len(),
+                    2,
+                    "an overdue secret rotates once, not once per missed period"
+                );
+                // The manual secret is past its max_age (2 h) by now.
+                assert!(metrics.overdue.get() >= 1);
+                assert!(metrics
+                    .render()
+                    .contains("secret_seconds_until_due{secret=\"ADMIN_KEY\"}"));
+                stop.send(true).unwrap();
+                task.await.unwrap();
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_schedulers_share_one_lease() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let mut s = setup();
+                let (stop_a, metrics_a, task_a) = start(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (stop_b, metrics_b, task_b) = start(&s);
+                tokio::time::sleep(61 * MIN).await;
+                assert_eq!(
+                    rotations(&mut s).len(),
+                    1,
+                    "one rotation, not one per scheduler"
+                );
+                assert_eq!(
+                    metrics_a.scheduler_leader.get() + metrics_b.scheduler_leader.get(),
+                    1
+                );
+                assert_eq!(metrics_a.scheduler_leader.get(), 1, "the first one leads");
+                // The leader stops: the other takes the lease over at its next tick.
+                stop_a.send(true).unwrap();
+                task_a.await.unwrap();
+                tokio::time::sleep(MIN).await;
+                assert_eq!(metrics_b.scheduler_leader.get(), 1);
+                stop_b.send(true).unwrap();
+                task_b.await.unwrap();
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_requested_rotation_runs_even_on_the_scheduler_that_does_not_lead() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let mut s = setup();
+                let (stop_a, metrics_a, task_a) = start(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (stop_b, metrics_b, task_b, requests_b) = start_with_requests(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                assert_eq!(
+                    (
+                        metrics_a.scheduler_leader.get(),
+                        metrics_b.scheduler_leader.get()
+                    ),
+                    (1, 0)
+                );
+                // The API records the request as a rotation row, then wakes its scheduler.
+                let (_row, token) = s
+                    .vault
+                    .create_token("t", &["admin".to_string()], None)
+                    .unwrap();
+                let replies = s.vault.serve_batch(&[secret_core::vault::ApiCall {
+                    token: Some(token),
+                    remote: "test".into(),
+                    request_id: "r".into(),
+                    op: secret_core::vault::Op::Rotate {
+                        name: "JWT_SECRET".into(),
+                        rotation_id: "rot_requested01".into(),
+                        rotatable: Ok("jwt-hmac".into()),
+                    },
+                }]);
+                assert!(replies[0].is_ok());
+                requests_b
+                    .send(RotateRequest {
+                        secret: "JWT_SECRET".into(),
+                        rotation_id: "rot_requested01".into(),
+                    })
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let runs = rotations(&mut s);
+                assert_eq!(runs.len(), 1);
+                assert_eq!(runs[0].id, "rot_requested01", "the id the API promised");
+                assert_eq!(runs[0].outcome.as_deref(), Some("finished"));
+                for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
+                    stop.send(true).unwrap();
+                    task.await.unwrap();
+                }
+            })
+            .await;
+    }
+}
