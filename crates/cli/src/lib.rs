@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+use secret_core::action::Action;
 use secret_core::audit::{Actor, AuditFilter, ExpectedHead};
 use secret_core::clock::Clock;
 use secret_core::crypto::{self, Charset, Identities};
@@ -363,7 +364,7 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
     };
     let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
         tick: args.tick,
-        engine: rotation::engine_options(ctx, "scheduler"),
+        engine: rotation::engine_options(ctx, secret_rotation::Trigger::Scheduler),
         ..Default::default()
     });
     let command = ServeCommand {
@@ -865,7 +866,7 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
         Some(AuditCommand::Export { file }) => {
             let entries = ctx
                 .open()?
-                .audit_entries(&AuditFilter::default(), "audit.export")?;
+                .audit_entries(&AuditFilter::default(), Action::AuditExport)?;
             let mut text = String::new();
             for e in &entries {
                 text.push_str(&entry_json(e).to_string());
@@ -890,7 +891,7 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
                     .transpose()?,
                 limit: args.limit,
             };
-            let entries = ctx.open()?.audit_entries(&filter, "audit.read")?;
+            let entries = ctx.open()?.audit_entries(&filter, Action::AuditRead)?;
             if args.json {
                 let stdout = io::stdout();
                 let mut out = stdout.lock();

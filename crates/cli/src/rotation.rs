@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::{Context, RotateArgs, Table};
+use secret_core::action::Action;
 use secret_core::error::VaultError;
 use secret_core::policy::{self, PolicySet};
 use secret_core::render::{age, rfc3339};
-use secret_rotation::{self, Due, Engine, EngineOptions, Request};
+use secret_rotation::{self, Due, Engine, EngineOptions, Request, RunState, Trigger};
 
 /// Loads and validates the policies; problems are a usage error listing each one.
 fn load_policies(dir: &Path) -> Result<PolicySet, VaultError> {
@@ -30,7 +31,7 @@ fn load_policies(dir: &Path) -> Result<PolicySet, VaultError> {
 }
 
 /// Engine settings: defaults tuned by the environment, progress on a terminal.
-pub(crate) fn engine_options(ctx: &Context, trigger: &'static str) -> EngineOptions {
+pub(crate) fn engine_options(ctx: &Context, trigger: Trigger) -> EngineOptions {
     let mut options = EngineOptions {
         progress: std::io::stderr().is_terminal(),
         trigger,
@@ -63,7 +64,11 @@ pub(super) fn rotate(ctx: &Context, args: RotateArgs) -> Result<(), VaultError> 
     } else {
         Request::Names(args.names.clone())
     };
-    let trigger = if args.due { "due" } else { "manual" };
+    let trigger = if args.due {
+        Trigger::Due
+    } else {
+        Trigger::Manual
+    };
     let vault = ctx.open()?;
     let mut engine = Engine::new(vault, policies.clone(), engine_options(ctx, trigger))?;
     if args.dry_run {
@@ -90,7 +95,11 @@ pub(super) fn rotate(ctx: &Context, args: RotateArgs) -> Result<(), VaultError> 
                 .as_deref()
                 .map(|i| format!(" {i}"))
                 .unwrap_or_default();
-            println!("{}{id}: {}{versions}", o.secret, o.result.replace('_', " "));
+            println!(
+                "{}{id}: {}{versions}",
+                o.secret,
+                o.result.to_string().replace('_', " ")
+            );
             if let Some(e) = &o.error {
                 println!("  {e}");
             }
@@ -109,8 +118,8 @@ fn summary(report: &secret_rotation::RunReport) -> String {
     let failed: Vec<String> = report
         .outcomes
         .iter()
-        .filter(|o| o.result != "finished" && o.result != "revoked")
-        .map(|o| format!("{} {}", o.secret, o.result.replace('_', " ")))
+        .filter(|o| !o.result.is_success())
+        .map(|o| format!("{} {}", o.secret, o.result.to_string().replace('_', " ")))
         .collect();
     format!(
         "rotation did not complete: {}; `secret rotations` shows the steps",
@@ -145,9 +154,13 @@ fn dry_run(
             )));
         }
         let due = engine.due(policy)?;
-        let resuming = open.iter().find(|r| r.secret == name && r.state != "grace");
+        let resuming = open
+            .iter()
+            .find(|r| r.secret == name && r.state != RunState::Grace);
         let revoking = open.iter().find(|r| {
-            r.secret == name && r.state == "grace" && r.revoke_after_ms.is_some_and(|t| t <= now)
+            r.secret == name
+                && r.state == RunState::Grace
+                && r.revoke_after_ms.is_some_and(|t| t <= now)
         });
         let selected = match request {
             Request::Names(_) => true,
@@ -180,7 +193,7 @@ fn dry_run(
         items.push(json!({ "secret": name, "generator": policy.generator.name(), "steps": steps }));
     }
     engine.vault().record(
-        "rotate.dry_run",
+        Action::RotateDryRun,
         None,
         json!({ "secrets": items.iter().map(|i| i["secret"].clone()).collect::<Vec<_>>() }),
     )?;
@@ -214,7 +227,7 @@ pub(super) fn rotations(
     let mut vault = ctx.open()?;
     let runs = vault.rotations(name.as_deref(), limit)?;
     vault.record(
-        "rotations.read",
+        Action::RotationsRead,
         name.as_deref(),
         json!({ "returned": runs.len() }),
     )?;
@@ -235,17 +248,20 @@ pub(super) fn rotations(
         "ID", "SECRET", "STARTED", "STATE", "OUTCOME", "VERSIONS", "NOTE",
     ]);
     for r in &runs {
-        let note = match (&r.error, r.state.as_str(), r.revoke_after_ms) {
+        let note = match (&r.error, r.state, r.revoke_after_ms) {
             (Some(e), _, _) => e.chars().take(100).collect(),
-            (None, "grace", Some(t)) => format!("revokes the old version at {}", rfc3339(t, false)),
+            (None, RunState::Grace, Some(t)) => {
+                format!("revokes the old version at {}", rfc3339(t, false))
+            }
             _ => String::new(),
         };
         table.row(vec![
             r.id.clone(),
             r.secret.clone(),
             age(now, r.started_at_ms),
-            r.state.clone(),
-            r.outcome.clone().unwrap_or_else(|| "running".into()),
+            r.state.to_string(),
+            r.outcome
+                .map_or_else(|| "running".to_string(), |o| o.to_string()),
             match (r.old_version, r.new_version) {
                 (Some(a), Some(b)) => format!("{a} → {b}"),
                 (None, Some(b)) => format!("→ {b}"),
@@ -262,7 +278,11 @@ pub(super) fn rotations(
 pub(super) fn plan(ctx: &Context, json_out: bool) -> Result<(), VaultError> {
     let policies = load_policies(&ctx.policies_dir)?;
     let vault = ctx.open()?;
-    let mut engine = Engine::new(vault, policies.clone(), engine_options(ctx, "manual"))?;
+    let mut engine = Engine::new(
+        vault,
+        policies.clone(),
+        engine_options(ctx, Trigger::Manual),
+    )?;
     let now = ctx.clock.now_ms();
     let open = engine.vault().open_rotations()?;
     let mut rows = Vec::new();
@@ -319,7 +339,7 @@ pub(super) fn plan(ctx: &Context, json_out: bool) -> Result<(), VaultError> {
     }
     engine
         .vault()
-        .record("plan", None, json!({ "secrets": rows.len() }))?;
+        .record(Action::Plan, None, json!({ "secrets": rows.len() }))?;
     if json_out {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
@@ -398,7 +418,7 @@ pub(super) fn policy_check(ctx: &Context, dir: Option<PathBuf>) -> Result<(), Va
                 }
             }
             vault.record(
-                "policy.check",
+                Action::PolicyCheck,
                 None,
                 json!({ "errors": report.errors.len(), "warnings": report.warnings.len() }),
             )?;

@@ -18,7 +18,7 @@
 //!   boundary.
 //! - [`crypto`] wraps the vault key with age and seals values with AES-256-GCM (ring).
 //! - [`audit`] defines the entry encoding, the MAC chain, the sealed head, and
-//!   verification; [`vault`] decides what gets recorded.
+//!   verification; [`vault`] decides what gets recorded, as an [`action::Action`].
 //! - [`model`] holds validated names, version numbers and the value wrapper that keeps
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.
@@ -32,6 +32,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod action;
 pub mod audit;
 pub mod clock;
 pub mod crypto;
@@ -39,6 +40,7 @@ pub mod error;
 pub mod model;
 pub mod policy;
 pub mod render;
+pub mod rotation_state;
 pub mod scope;
 pub mod store;
 pub mod vault;

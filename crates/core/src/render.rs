@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::audit::Entry;
 use crate::crypto;
+use crate::rotation_state::{RunOutcome, RunState, Step, StepStatus, Trigger};
 use crate::store::{RotationRow, StepRow};
 
 /// UTC time as RFC 3339, with milliseconds or to the second.
@@ -61,9 +62,9 @@ pub struct RotationBody {
     pub id: String,
     pub secret: String,
     pub generator: String,
-    pub trigger: String,
-    pub state: String,
-    pub outcome: Option<String>,
+    pub trigger: Trigger,
+    pub state: RunState,
+    pub outcome: Option<RunOutcome>,
     pub old_version: Option<u64>,
     pub new_version: Option<u64>,
     pub started_at: String,
@@ -81,8 +82,8 @@ pub struct RotationBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepBody {
     pub seq: u64,
-    pub step: String,
-    pub status: String,
+    pub step: Step,
+    pub status: StepStatus,
     pub at: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub detail: serde_json::Value,

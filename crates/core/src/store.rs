@@ -13,12 +13,14 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::audit::{AuditFilter, Entry, Head, UnkeyedEvent};
 use crate::model::{SecretMeta, VersionNumber};
+use crate::rotation_state::{RunOutcome, RunState, Step, StepStatus, Trigger, UnknownText};
 
 /// Embedded migrations, applied in order. Never edit one that has been released.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -33,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_tokens",
         include_str!("../../../migrations/sqlite/0003_tokens.sql"),
+    ),
+    (
+        "0004_rotation_checks",
+        include_str!("../../../migrations/sqlite/0004_rotation_checks.sql"),
     ),
 ];
 
@@ -70,6 +76,14 @@ pub enum StoreError {
 
 /// Reduces a SQLite error to the variant a caller can act on.
 fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::FromSqlConversionFailure(_, _, inner) = &e {
+        if let Some(unknown) = inner.downcast_ref::<UnknownText>() {
+            return StoreError::Corrupt {
+                table: "rotations",
+                reason: unknown.to_string(),
+            };
+        }
+    }
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
             StoreError::Busy
@@ -167,9 +181,9 @@ pub struct RotationRow {
     pub id: String,
     pub secret: String,
     pub generator: String,
-    pub trigger: String,
-    pub state: String,
-    pub outcome: Option<String>,
+    pub trigger: Trigger,
+    pub state: RunState,
+    pub outcome: Option<RunOutcome>,
     pub old_version: Option<u64>,
     pub new_version: Option<u64>,
     pub started_at_ms: i64,
@@ -201,8 +215,8 @@ impl RotationRow {
         id: String,
         secret: String,
         generator: String,
-        trigger: String,
-        state: &str,
+        trigger: Trigger,
+        state: RunState,
         old_version: Option<u64>,
         now_ms: i64,
     ) -> Self {
@@ -211,7 +225,7 @@ impl RotationRow {
             secret,
             generator,
             trigger,
-            state: state.into(),
+            state,
             outcome: None,
             old_version,
             new_version: None,
@@ -231,8 +245,8 @@ impl RotationRow {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StepRow {
     pub seq: u64,
-    pub step: String,
-    pub status: String,
+    pub step: Step,
+    pub status: StepStatus,
     pub at_ms: i64,
     pub detail: String,
 }
@@ -531,14 +545,35 @@ const ROTATION_COLUMNS: &str = "id, secret, generator, trigger, state, outcome, 
      new_version, started_at, updated_at, finished_at, revoke_after, revoked_at, error, \
      provider_state, deployments";
 
+/// Column `index` as one of the rotation vocabulary's enums; unknown text is corrupt.
+fn text_column<T: FromStr<Err = UnknownText>>(
+    r: &rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(index)?;
+    text.parse().map_err(|e: UnknownText| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
+    let outcome: Option<String> = r.get(5)?;
     Ok(RotationRow {
         id: r.get(0)?,
         secret: r.get(1)?,
         generator: r.get(2)?,
-        trigger: r.get(3)?,
-        state: r.get(4)?,
-        outcome: r.get(5)?,
+        trigger: text_column(r, 3)?,
+        state: text_column(r, 4)?,
+        outcome: match outcome {
+            Some(text) => Some(text.parse().map_err(|e: UnknownText| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?),
+            None => None,
+        },
         old_version: opt_u64(r.get(6)?),
         new_version: opt_u64(r.get(7)?),
         started_at_ms: r.get(8)?,
@@ -828,9 +863,9 @@ impl Tx<'_> {
             row.id,
             row.secret,
             row.generator,
-            row.trigger,
-            row.state,
-            row.outcome,
+            row.trigger.as_str(),
+            row.state.as_str(),
+            row.outcome.map(RunOutcome::as_str),
             row.old_version.map(|v| v as i64),
             row.new_version.map(|v| v as i64),
             row.started_at_ms,
@@ -892,8 +927,8 @@ impl Tx<'_> {
     pub fn insert_step(
         &self,
         rotation_id: &str,
-        step: &str,
-        status: &str,
+        step: Step,
+        status: StepStatus,
         at_ms: i64,
         detail: &str,
     ) -> Result<(), StoreError> {
@@ -902,7 +937,13 @@ impl Tx<'_> {
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rotation_steps WHERE rotation_id = ?1),
                      ?2, ?3, ?4, ?5)",
         )?;
-        stmt.execute(params![rotation_id, step, status, at_ms, detail])?;
+        stmt.execute(params![
+            rotation_id,
+            step.as_str(),
+            status.as_str(),
+            at_ms,
+            detail
+        ])?;
         Ok(())
     }
 
@@ -914,8 +955,8 @@ impl Tx<'_> {
         let rows = stmt.query_map([rotation_id], |r| {
             Ok(StepRow {
                 seq: r.get::<_, i64>(0)? as u64,
-                step: r.get(1)?,
-                status: r.get(2)?,
+                step: text_column(r, 1)?,
+                status: text_column(r, 2)?,
                 at_ms: r.get(3)?,
                 detail: r.get(4)?,
             })
@@ -1188,6 +1229,74 @@ mod tests {
         assert_eq!(tables(&store.conn), before);
     }
 
+    fn rotation(id: &str, state: RunState, trigger: Trigger) -> RotationRow {
+        RotationRow::begun(
+            id.into(),
+            "S".into(),
+            "random".into(),
+            trigger,
+            state,
+            None,
+            1,
+        )
+    }
+
+    #[test]
+    fn the_rotation_checks_accept_every_known_text_and_refuse_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("v.db")).unwrap();
+        store
+            .write(|tx| {
+                for (i, state) in RunState::ALL.iter().enumerate() {
+                    let trigger = Trigger::ALL[i % Trigger::ALL.len()];
+                    let mut row = rotation(&format!("rot_{i}"), *state, trigger);
+                    row.outcome = Some(RunOutcome::ALL[i % RunOutcome::ALL.len()]);
+                    tx.save_rotation(&row)?;
+                }
+                for step in Step::ALL {
+                    for status in StepStatus::ALL {
+                        tx.insert_step("rot_0", *step, *status, 1, "{}")?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let steps = store.read(|tx| tx.steps("rot_0")).unwrap();
+        assert_eq!(steps.len(), Step::ALL.len() * StepStatus::ALL.len());
+        for (column, bad) in [("state", "running"), ("trigger", "cron"), ("outcome", "ok")] {
+            let sql = format!("UPDATE rotations SET {column} = ?1 WHERE id = 'rot_0'");
+            let err = store.conn.execute(&sql, [bad]).unwrap_err();
+            assert!(err.to_string().contains("CHECK"), "{column}: {err}");
+        }
+        for (column, bad) in [("step", "mint"), ("status", "done")] {
+            let sql =
+                format!("UPDATE rotation_steps SET {column} = ?1 WHERE rotation_id = 'rot_0'");
+            let err = store.conn.execute(&sql, [bad]).unwrap_err();
+            assert!(err.to_string().contains("CHECK"), "{column}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_state_that_got_past_the_checks_reads_as_a_corrupt_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("v.db")).unwrap();
+        store
+            .write(|tx| tx.save_rotation(&rotation("rot_x", RunState::Push, Trigger::Manual)))
+            .unwrap();
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA ignore_check_constraints = ON;
+                 UPDATE rotations SET state = 'pushing' WHERE id = 'rot_x';",
+            )
+            .unwrap();
+        let err = store.read(|tx| tx.rotation("rot_x")).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { table: "rotations", reason } if reason.contains("pushing")),
+            "{err}"
+        );
+    }
+
     #[test]
     fn every_earlier_schema_version_migrates_to_the_latest() {
         for start in 0..SCHEMA_VERSION {
@@ -1199,6 +1308,18 @@ mod tests {
                     conn.execute_batch(sql).unwrap();
                 }
                 conn.pragma_update(None, "user_version", start).unwrap();
+                if start >= 2 {
+                    // A rotation recorded before the CHECKs survives their migration.
+                    conn.execute_batch(
+                        "PRAGMA foreign_keys = ON;
+                         INSERT INTO rotations (id, secret, generator, trigger, state, outcome,
+                             started_at, updated_at)
+                         VALUES ('rot_a', 'S', 'random', 'api', 'grace', 'finished', 1, 2);
+                         INSERT INTO rotation_steps VALUES ('rot_a', 1, 'request', 'ok', 1, '{}');
+                         INSERT INTO rotation_steps VALUES ('rot_a', 2, 'finish', 'ok', 2, '{}');",
+                    )
+                    .unwrap();
+                }
             }
             let conn = Connection::open(&path).unwrap();
             let mut store = Store::configure(conn, &path).unwrap();
@@ -1208,6 +1329,18 @@ mod tests {
                 SCHEMA_VERSION,
                 "from {start}"
             );
+            if start >= 2 {
+                let row = store.read(|tx| tx.rotation("rot_a")).unwrap().unwrap();
+                assert_eq!(
+                    (row.state, row.outcome, row.trigger),
+                    (RunState::Grace, Some(RunOutcome::Finished), Trigger::Api)
+                );
+                let steps = store.read(|tx| tx.steps("rot_a")).unwrap();
+                assert_eq!(
+                    steps.iter().map(|s| s.step).collect::<Vec<_>>(),
+                    [Step::Request, Step::Finish]
+                );
+            }
         }
     }
 

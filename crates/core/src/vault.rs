@@ -14,6 +14,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::action::Action;
 use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent, Verifier};
 use crate::clock::Clock;
 use crate::crypto::{self, CryptoError, Identities, MacKey, ValueSlot, VaultKey, VAULT_ID_LEN};
@@ -22,6 +23,7 @@ use crate::model::{
     InputError, Label, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
     VersionSelector,
 };
+use crate::rotation_state::{Step, StepStatus};
 use crate::store::{Durability, KeyringKind, KeyringRow, Store, StoreError, Tx, VaultRow};
 pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 
@@ -144,19 +146,6 @@ fn append(
     tx.append_audit(&entry, &new_head)
         .map_err(audit_write_error)?;
     Ok(new_head)
-}
-
-/// How durable an operation's audit entry must be before it returns. Changes are
-/// fsynced. An operation that changes nothing (a read, a listing, a plan) commits its
-/// entry before the result leaves — so a crashed process never hides a read — and the
-/// entry is fsynced with the next change or checkpoint: a power cut in between can lose
-/// the newest read entries, never a change.
-fn durability_of(action: &str) -> Durability {
-    match action {
-        "get" | "list" | "history" | "audit.read" | "audit.export" | "audit.verify" | "plan"
-        | "rotations.read" | "rotate.dry_run" | "policy.check" => Durability::Committed,
-        _ => Durability::Synced,
-    }
 }
 
 /// Inside a rotation step's transaction: the lease on the secret must still be ours.
@@ -432,7 +421,7 @@ impl Vault {
                 &keys.audit,
                 &actor,
                 now,
-                "init",
+                Action::Init.as_str(),
                 None,
                 None,
                 "ok",
@@ -561,14 +550,14 @@ impl Vault {
     /// refusal with its error code in a transaction of its own.
     fn audited<T>(
         &mut self,
-        action: &'static str,
+        action: Action,
         secret: Option<&str>,
         op: impl FnOnce(&Tx<'_>, &Keys, i64) -> Result<Done<T>, VaultError>,
     ) -> Result<T, VaultError> {
         let keys = &self.keys;
         let actor = &self.actor;
         let clock = &self.clock;
-        let result = self.store.write_with(durability_of(action), |tx| {
+        let result = self.store.write_with(action.durability(), |tx| {
             // Read under the write lock: entry times never go backwards against `seq`.
             let at = clock.now_ms();
             let done = op(tx, keys, at)?;
@@ -577,7 +566,7 @@ impl Vault {
                 &keys.audit,
                 actor,
                 at,
-                action,
+                action.as_str(),
                 secret,
                 done.version,
                 "ok",
@@ -600,7 +589,7 @@ impl Vault {
     /// Like `audited`, for operations on one secret: validates its name first.
     fn named<T>(
         &mut self,
-        action: &'static str,
+        action: Action,
         raw_name: &str,
         op: impl FnOnce(&Tx<'_>, &Keys, &SecretName, i64) -> Result<Done<T>, VaultError>,
     ) -> Result<T, VaultError> {
@@ -620,7 +609,7 @@ impl Vault {
 
     /// Best effort: the operation has already failed, and that error is what the
     /// caller reports.
-    fn record_refusal(&mut self, action: &str, secret: Option<&str>, err: &VaultError) {
+    fn record_refusal(&mut self, action: Action, secret: Option<&str>, err: &VaultError) {
         let keys = &self.keys;
         let actor = &self.actor;
         let clock = &self.clock;
@@ -633,7 +622,7 @@ impl Vault {
                 &keys.audit,
                 actor,
                 at,
-                action,
+                action.as_str(),
                 secret,
                 None,
                 err.code(),
@@ -660,7 +649,7 @@ impl Vault {
         selector: VersionSelector,
         purpose: Option<&str>,
     ) -> Result<Revealed, VaultError> {
-        self.named("get", raw_name, |tx, keys, name, _now| {
+        self.named(Action::Get, raw_name, |tx, keys, name, _now| {
             let revealed = read_in(tx, keys, name, selector)?;
             let selector_text = match selector {
                 VersionSelector::Label(l) => l.as_str(),
@@ -686,7 +675,7 @@ impl Vault {
         value: Result<SecretValue, InputError>,
         options: &SetOptions,
     ) -> Result<VersionNumber, VaultError> {
-        self.named("set", raw_name, |tx, keys, name, now| {
+        self.named(Action::Set, raw_name, |tx, keys, name, now| {
             let value = value?;
             let (version, details) = write_in(tx, now, keys, name, &value, options)?;
             Ok(Done::new(version, Some(version.get()), details))
@@ -695,7 +684,7 @@ impl Vault {
 
     /// Metadata of every secret (deleted ones too with `include_deleted`). No values.
     pub fn list(&mut self, include_deleted: bool) -> Result<Vec<SecretMeta>, VaultError> {
-        self.audited("list", None, |tx, _, _now| {
+        self.audited(Action::List, None, |tx, _, _now| {
             let secrets = tx.list_secrets(include_deleted)?;
             let count = secrets.len();
             Ok(Done::new(
@@ -708,7 +697,7 @@ impl Vault {
 
     /// The versions of one secret and their labels. No values.
     pub fn history(&mut self, raw_name: &str) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
-        self.named("history", raw_name, |tx, _, name, _now| {
+        self.named(Action::History, raw_name, |tx, _, name, _now| {
             let (row, versions) = history_in(tx, name)?;
             let count = versions.len();
             Ok(Done::new(
@@ -721,7 +710,7 @@ impl Vault {
 
     /// Soft-deletes a secret. Returns false when it was already deleted.
     pub fn delete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
-        self.named("delete", raw_name, |tx, _, name, now| {
+        self.named(Action::Delete, raw_name, |tx, _, name, now| {
             let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
             let changed = row.deleted_at_ms.is_none();
             if changed {
@@ -739,7 +728,7 @@ impl Vault {
 
     /// Restores a soft-deleted secret. Returns false when it was not deleted.
     pub fn undelete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
-        self.named("undelete", raw_name, |tx, _, name, now| {
+        self.named(Action::Undelete, raw_name, |tx, _, name, now| {
             let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
             let changed = row.deleted_at_ms.is_some();
             if changed {
@@ -757,7 +746,7 @@ impl Vault {
 
     /// Wipes one version's ciphertext for good. Returns false when it was already destroyed.
     pub fn destroy(&mut self, raw_name: &str, version: VersionNumber) -> Result<bool, VaultError> {
-        let changed = self.named("destroy", raw_name, |tx, _, name, now| {
+        let changed = self.named(Action::Destroy, raw_name, |tx, _, name, now| {
             let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
             let stored = tx.version(name.as_str(), version)?.ok_or_else(|| {
                 VaultError::NotFound(format!(
@@ -788,7 +777,7 @@ impl Vault {
     pub fn audit_entries(
         &mut self,
         filter: &AuditFilter,
-        action: &'static str,
+        action: Action,
     ) -> Result<Vec<Entry>, VaultError> {
         // The secret column stays empty: reading the log about X is not touching X.
         self.audited(action, None, |tx, _, _now| {
@@ -811,7 +800,7 @@ impl Vault {
         expect: Option<ExpectedHead>,
     ) -> Result<VerifyReport, VaultError> {
         let expected_text = expect.as_ref().map(|e| audit::format_head(e.seq, &e.mac));
-        let verified = self.audited("audit.verify", None, |tx, keys, _now| {
+        let verified = self.audited(Action::AuditVerify, None, |tx, keys, _now| {
             let mut verifier = Verifier::new(&keys.audit, expect);
             let fed = tx.for_each_audit(|entry| {
                 verifier.feed(&entry).map_err(|b| VaultError::AuditBroken {
@@ -906,7 +895,7 @@ impl Vault {
     /// read of rotation records) so the audit log shows it happened.
     pub fn record(
         &mut self,
-        action: &'static str,
+        action: Action,
         secret: Option<&str>,
         details: serde_json::Value,
     ) -> Result<(), VaultError> {
@@ -1026,7 +1015,7 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let secret = row.secret.clone();
         let lease = self.lease.clone();
-        self.audited("rotate.start", Some(&secret), |tx, _, _now| {
+        self.audited(Action::Rotate(Step::Start), Some(&secret), |tx, _, _now| {
             check_lease(tx, lease.as_ref(), &row.secret, row.started_at_ms)?;
             if let Some(open) = tx.rotation_in_progress(&row.secret)? {
                 return Err(VaultError::Conflict(format!(
@@ -1051,8 +1040,8 @@ impl Vault {
             tx.save_rotation(row)?;
             tx.insert_step(
                 &row.id,
-                "start",
-                "ok",
+                Step::Start,
+                StepStatus::Ok,
                 row.started_at_ms,
                 &detail.to_string(),
             )?;
@@ -1068,22 +1057,22 @@ impl Vault {
     pub fn rotation_step(
         &mut self,
         rotation: &mut RotationRow,
-        step: &str,
-        status: &str,
+        step: Step,
+        status: StepStatus,
         detail: serde_json::Value,
         effect: StepEffect,
     ) -> Result<(), VaultError> {
         let keys = &self.keys;
         let actor = &self.actor;
         let clock = &self.clock;
-        let action = format!("rotate.{step}");
-        let outcome = if status == "ok" {
+        let action = Action::Rotate(step);
+        let outcome = if status == StepStatus::Ok {
             "ok".to_string()
         } else {
             detail
                 .get("code")
                 .and_then(|c| c.as_str())
-                .unwrap_or(status)
+                .unwrap_or(status.as_str())
                 .to_string()
         };
         let lease = self.lease.clone();
@@ -1167,7 +1156,7 @@ impl Vault {
                 &keys.audit,
                 actor,
                 at,
-                &action,
+                action.as_str(),
                 Some(&rotation.secret),
                 version,
                 &outcome,
@@ -1304,7 +1293,7 @@ fn record_unkeyed(
         at_ms: clock.now_ms(),
         actor: actor.name.clone(),
         pid: actor.pid,
-        action: "unlock".into(),
+        action: Action::Unlock.as_str().into(),
         outcome: outcome.into(),
         request_id: actor.request_id.clone(),
         details: details.to_string(),

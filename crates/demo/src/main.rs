@@ -23,6 +23,7 @@ use secret_core::audit::Actor;
 use secret_core::clock::Clock;
 use secret_core::error::VaultError;
 use secret_core::model::SecretValue;
+use secret_core::rotation_state::RunOutcome;
 use secret_core::vault::{InitOptions, SetOptions, Vault};
 use secret_rotation::http::RetryPolicy;
 use secret_rotation::EngineOptions;
@@ -364,11 +365,11 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
     let runs = check.rotations(None, 200)?;
     let finished = |s: &str| {
         runs.iter()
-            .any(|r| r.secret == s && r.outcome.as_deref() == Some("finished"))
+            .any(|r| r.secret == s && r.outcome == Some(RunOutcome::Finished))
     };
     let rolled_back = runs
         .iter()
-        .any(|r| r.outcome.as_deref() == Some("rolled_back"));
+        .any(|r| r.outcome == Some(RunOutcome::RolledBack));
     section("result");
     let ok = finished("JWT_SECRET")
         && finished("LAUNCHDARKLY_SDK_KEY")

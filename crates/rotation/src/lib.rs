@@ -22,6 +22,7 @@
 
 pub mod engine;
 pub mod http;
+pub mod machine;
 pub mod providers;
 pub mod targets;
 
@@ -30,9 +31,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 
 use secret_core::policy::{Generator, PolicySet, SecretPolicy, TargetPolicy};
+use secret_core::rotation_state::RunOutcome;
 use secret_core::vault::{RotationRow, SecretRow};
 
-pub use engine::{Engine, EngineOptions, Outcome, Request, RunReport};
+pub use engine::{Engine, EngineOptions, Outcome, PassResult, Request, RunReport};
+pub use secret_core::rotation_state::{RunState, Step, StepStatus, Trigger};
 
 /// A failed rotation is retried by `--due` and the scheduler no sooner than this.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(3600);
@@ -73,7 +76,7 @@ pub fn next_due(
     // current version was written (a value set by hand counts as fresh).
     let last_finished = recent
         .iter()
-        .filter(|r| r.outcome.as_deref() == Some("finished"))
+        .filter(|r| r.outcome == Some(RunOutcome::Finished))
         .filter_map(|r| r.finished_at_ms)
         .max();
     let last = match (last_finished, current_created_ms) {
@@ -90,7 +93,7 @@ pub fn next_due(
     // A rotation that failed is not retried in a tight loop.
     let backoff = recent
         .iter()
-        .filter(|r| matches!(r.outcome.as_deref(), Some("rolled_back") | Some("failed")))
+        .filter(|r| matches!(r.outcome, Some(RunOutcome::RolledBack | RunOutcome::Failed)))
         .map(|r| r.started_at_ms + RETRY_AFTER_FAILURE.as_millis() as i64)
         .filter(|t| *t > last)
         .max();
@@ -193,6 +196,9 @@ pub fn describe(policy: &SecretPolicy, policies: &PolicySet, has_current: bool) 
         Generator::LaunchDarklyMobile(_) => {
             "the old mobile key dies at once (LaunchDarkly keeps no overlap)".into()
         }
+        Generator::JwtEd25519 => {
+            format!("after grace ({grace}): the old public key leaves the JWKS (the new one is published from create on)")
+        }
         _ => format!("after grace ({grace}): nothing to revoke at a provider"),
     };
     lines.push(revoke);
@@ -238,14 +244,14 @@ mod tests {
         }
     }
 
-    fn rotation(outcome: &str, started: i64, finished: Option<i64>) -> RotationRow {
+    fn rotation(outcome: RunOutcome, started: i64, finished: Option<i64>) -> RotationRow {
         RotationRow {
             id: "r".into(),
             secret: "K".into(),
             generator: "random".into(),
-            trigger: "due".into(),
-            state: "done".into(),
-            outcome: Some(outcome.into()),
+            trigger: Trigger::Due,
+            state: RunState::Done,
+            outcome: Some(outcome),
             old_version: None,
             new_version: None,
             started_at_ms: started,
@@ -271,7 +277,7 @@ mod tests {
     fn due_is_one_period_after_the_last_change() {
         let due = next_due(&policy(), Some(&row(true)), &[], Some(10 * DAY));
         assert_eq!(due, Due::At(11 * DAY));
-        let recent = [rotation("finished", 12 * DAY, Some(12 * DAY + 5))];
+        let recent = [rotation(RunOutcome::Finished, 12 * DAY, Some(12 * DAY + 5))];
         assert_eq!(
             next_due(&policy(), Some(&row(true)), &recent, Some(10 * DAY)),
             Due::At(13 * DAY + 5)
@@ -287,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_failed_rotation_backs_off() {
-        let recent = [rotation("rolled_back", 5 * DAY, None)];
+        let recent = [rotation(RunOutcome::RolledBack, 5 * DAY, None)];
         let due = next_due(&policy(), Some(&row(true)), &recent, Some(0));
         assert_eq!(
             due,

@@ -15,7 +15,7 @@ use crate::service::RotateRequest;
 use secret_core::error::VaultError;
 use secret_core::policy::PolicySet;
 use secret_core::vault::Vault;
-use secret_rotation::{Due, Engine, EngineOptions, Request};
+use secret_rotation::{Due, Engine, EngineOptions, Request, Trigger};
 
 /// How the scheduler paces itself.
 #[derive(Clone, Debug)]
@@ -137,12 +137,8 @@ pub async fn run(
 /// run that could not go on, a revoke that failed) is an outcome the alerts watch.
 fn record(metrics: &Metrics, report: &secret_rotation::RunReport) {
     for o in &report.outcomes {
-        let outcome = match o.result.as_str() {
-            "finished" | "rolled_back" | "failed" | "revoke_failed" => o.result.as_str(),
-            "not_started" | "stuck" => "stuck",
-            r if r.starts_with("stopped_in_") => "stuck",
-            // Revokes that worked and secrets another process is rotating are not runs.
-            _ => continue,
+        let Some(outcome) = o.result.metric_outcome() else {
+            continue;
         };
         metrics.rotation_ended(&o.secret, outcome, o.duration_ms as f64 / 1000.0);
     }
@@ -193,7 +189,7 @@ pub fn engine(
 ) -> Result<Engine, VaultError> {
     let engine_options = EngineOptions {
         max_new_rotations: Some(options.max_new_rotations),
-        trigger: "scheduler",
+        trigger: Trigger::Scheduler,
         ..options.engine.clone()
     };
     Engine::new(vault, policies.clone(), engine_options)
@@ -203,6 +199,7 @@ pub fn engine(
 mod tests {
     use super::*;
     use secret_core::model::SecretValue;
+    use secret_core::rotation_state::{RunOutcome, RunState};
     use secret_core::vault::{InitOptions, SetOptions};
     use std::path::Path;
 
@@ -336,8 +333,8 @@ mod tests {
                 tokio::time::sleep(2 * MIN).await;
                 let runs = rotations(&mut s);
                 assert_eq!(runs.len(), 1, "due after an hour: one rotation");
-                assert_eq!(runs[0].outcome.as_deref(), Some("finished"));
-                assert_eq!(runs[0].state, "grace");
+                assert_eq!(runs[0].outcome, Some(RunOutcome::Finished));
+                assert_eq!(runs[0].state, RunState::Grace);
                 assert!(
                     env_file(&s).contains("JWT_SECRET_PREVIOUS=\"initial\""),
                     "{}",
@@ -346,7 +343,7 @@ mod tests {
 
                 tokio::time::sleep(11 * MIN).await;
                 let runs = rotations(&mut s);
-                assert_eq!(runs[0].state, "done", "revoked when grace ended");
+                assert_eq!(runs[0].state, RunState::Done, "revoked when grace ended");
                 assert!(!env_file(&s).contains("JWT_SECRET_PREVIOUS"));
                 assert_eq!(metrics.scheduler_leader.get(), 1);
 
@@ -448,7 +445,7 @@ mod tests {
                 let runs = rotations(&mut s);
                 assert_eq!(runs.len(), 1);
                 assert_eq!(runs[0].id, "rot_requested01", "the id the API promised");
-                assert_eq!(runs[0].outcome.as_deref(), Some("finished"));
+                assert_eq!(runs[0].outcome, Some(RunOutcome::Finished));
                 for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
                     stop.send(true).unwrap();
                     task.await.unwrap();

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{append, history_in, read_in, write_in, Done, Keys, Vault};
+use crate::action::Action;
 use crate::audit::{Actor, AuditFilter, Entry};
 use crate::crypto;
 use crate::error::VaultError;
@@ -20,6 +21,7 @@ use crate::model::{
     InputError, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
     VersionSelector,
 };
+use crate::rotation_state::{RunState, Step, StepStatus, Trigger};
 use crate::scope::{allows, Need, Scope};
 use crate::store::{Durability, RotationRow, SecretRow, StepRow, TokenRow, Tx};
 
@@ -205,17 +207,17 @@ fn require(caller: &Caller, need: Need<'_>, what: &str) -> Result<(), CallError>
 }
 
 /// The audit action and secret a call is recorded under.
-fn action_of(op: &Op) -> (&'static str, Option<&str>) {
+fn action_of(op: &Op) -> (Action, Option<&str>) {
     match op {
-        Op::ListSecrets => ("list", None),
-        Op::Read { name, .. } => ("get", Some(name)),
-        Op::Write { name, .. } => ("set", Some(name)),
-        Op::Versions { name } => ("history", Some(name)),
-        Op::Rotate { name, .. } => ("rotate.request", Some(name)),
-        Op::Rotations { secret, .. } => ("rotations.read", secret.as_deref()),
-        Op::Audit { .. } => ("audit.read", None),
-        Op::Jwks { name } => ("jwks.read", Some(name)),
-        Op::Refused { .. } => ("api.refused", None),
+        Op::ListSecrets => (Action::List, None),
+        Op::Read { name, .. } => (Action::Get, Some(name)),
+        Op::Write { name, .. } => (Action::Set, Some(name)),
+        Op::Versions { name } => (Action::History, Some(name)),
+        Op::Rotate { name, .. } => (Action::Rotate(Step::Request), Some(name)),
+        Op::Rotations { secret, .. } => (Action::RotationsRead, secret.as_deref()),
+        Op::Audit { .. } => (Action::AuditRead, None),
+        Op::Jwks { name } => (Action::JwksRead, Some(name)),
+        Op::Refused { .. } => (Action::ApiRefused, None),
     }
 }
 
@@ -248,7 +250,7 @@ fn handle(
             // removing it from the JWKS is what retires it.
             let in_grace = tx.open_rotations()?.iter().any(|r| {
                 r.secret == name.as_str()
-                    && r.state == "grace"
+                    && r.state == RunState::Grace
                     && r.old_version == row.previous_version
             });
             let previous = row.previous_version.filter(|_| in_grace);
@@ -371,15 +373,15 @@ fn handle(
                 rotation_id.clone(),
                 name.to_string(),
                 generator,
-                "api".into(),
-                "requested",
+                Trigger::Api,
+                RunState::Requested,
                 secret.current_version,
                 now,
             ))?;
             tx.insert_step(
                 rotation_id,
-                "request",
-                "ok",
+                Step::Request,
+                StepStatus::Ok,
                 now,
                 &json!({ "via": "api" }).to_string(),
             )?;
@@ -475,7 +477,7 @@ impl Vault {
         };
         let text = SecretString::from(format!("{TOKEN_PREFIX}{id_hex}.{}", secret.as_str()));
         let details = json!({ "token": row.id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at_ms });
-        self.audited("token.create", None, |tx, _, _now| {
+        self.audited(Action::TokenCreate, None, |tx, _, _now| {
             tx.insert_token(&row)?;
             Ok(Done::new((), None, details))
         })?;
@@ -484,7 +486,7 @@ impl Vault {
 
     /// Every token (never their secrets).
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, VaultError> {
-        self.audited("token.list", None, |tx, _, _now| {
+        self.audited(Action::TokenList, None, |tx, _, _now| {
             let tokens = tx.tokens()?;
             let n = tokens.len();
             Ok(Done::new(tokens, None, json!({ "count": n })))
@@ -493,7 +495,7 @@ impl Vault {
 
     /// Revokes a token. False when it was already revoked.
     pub fn revoke_token(&mut self, id: &str) -> Result<bool, VaultError> {
-        self.audited("token.revoke", None, |tx, _, now| {
+        self.audited(Action::TokenRevoke, None, |tx, _, now| {
             if tx.token(id)?.is_none() {
                 return Err(VaultError::NotFound(format!(
                     "no token {id}; `secret token list` shows them"
@@ -589,7 +591,7 @@ impl Vault {
                     &keys.audit,
                     &actor,
                     at,
-                    action,
+                    action.as_str(),
                     secret,
                     version,
                     outcome_code,

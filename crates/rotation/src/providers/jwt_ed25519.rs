@@ -59,7 +59,15 @@ impl Provider for JwtEd25519 {
         }
     }
 
+    /// Retiring the old key is the end of its grace: the JWKS lists the previous key
+    /// only while its rotation is in grace, so there is nothing to call.
     async fn revoke(&self, _ctx: &RotationCtx, _handle: &Value) -> Result<(), ExternalError> {
         Ok(())
+    }
+
+    /// Tokens signed with the old key a moment before the rotation must keep
+    /// verifying: its public key stays in the JWKS for `grace`.
+    fn has_grace(&self) -> bool {
+        true
     }
 }

@@ -83,8 +83,10 @@ pub trait Provider: Send + Sync {
         true
     }
 
-    /// Whether revoking the old credential after grace does anything at all.
-    fn revokes(&self) -> bool {
+    /// Whether the old credential stays valid (or published) through a grace period
+    /// and is retired by a revoke step after it: an OpenAI key until its service
+    /// account is deleted, an Ed25519 public key while the JWKS still lists it.
+    fn has_grace(&self) -> bool {
         false
     }
 

@@ -242,7 +242,7 @@ impl Provider for OpenAi {
         }
     }
 
-    fn revokes(&self) -> bool {
+    fn has_grace(&self) -> bool {
         true
     }
 }

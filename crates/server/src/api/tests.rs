@@ -266,7 +266,12 @@ async fn post(env: &Env, path: &str, token: Option<&Token>) -> Answer {
 async fn audit_log(env: &Env) -> Vec<Entry> {
     env.state
         .vault
-        .run(|v| v.audit_entries(&AuditFilter::default(), "audit.read"))
+        .run(|v| {
+            v.audit_entries(
+                &AuditFilter::default(),
+                secret_core::action::Action::AuditRead,
+            )
+        })
         .await
         .unwrap()
         .unwrap()
