@@ -4,6 +4,7 @@
 
 mod audit;
 mod interop;
+mod jwks;
 mod rotation;
 mod serve;
 mod util;

@@ -656,6 +656,101 @@ fn a_lost_openai_create_response_leaves_no_orphan() {
     w.assert_consistent();
 }
 
+/// The runs of one secret, oldest first.
+fn runs_of(w: &World, secret: &str) -> Vec<serde_json::Value> {
+    let mut runs: Vec<_> = w
+        .rotations()
+        .into_iter()
+        .filter(|r| r["secret"] == secret)
+        .collect();
+    runs.reverse();
+    runs
+}
+
+#[test]
+fn a_second_jwt_rotation_during_grace_replaces_previous_as_in_one_push_and_one_deploy() {
+    let w = World::new("1h");
+    let v1 = w.current("JWT_SECRET");
+    w.rotate(&["JWT_SECRET"]).ok();
+    let v2 = w.current("JWT_SECRET");
+    assert_eq!(w.railway_vars().get("JWT_SECRET_PREVIOUS"), Some(&v1));
+    let upserts = w.railway.journal_count("variableCollectionUpsert");
+    let deploys = w.railway.journal_count("serviceInstanceDeployV2");
+
+    // Still in grace: the second rotation takes the first one's place.
+    let run = w.rotate(&["JWT_SECRET"]).ok();
+    assert!(
+        !run.stdout.contains("revoke"),
+        "no separate revoke: {}",
+        run.stdout
+    );
+    assert_eq!(
+        w.railway.journal_count("variableCollectionUpsert"),
+        upserts + 1,
+        "one upsert replaces JWT_SECRET and JWT_SECRET_PREVIOUS together"
+    );
+    assert_eq!(
+        w.railway.journal_count("serviceInstanceDeployV2"),
+        deploys + 1,
+        "one deploy"
+    );
+    let v3 = w.current("JWT_SECRET");
+    let vars = w.railway_vars();
+    assert_eq!(vars.get("JWT_SECRET"), Some(&v3));
+    assert_eq!(
+        vars.get("JWT_SECRET_PREVIOUS"),
+        Some(&v2),
+        "v1 is gone everywhere"
+    );
+    assert!(!vars.values().any(|v| v == &v1));
+
+    let runs = runs_of(&w, "JWT_SECRET");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["state"], "done", "the first run's grace is over");
+    let last_step = runs[0]["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last_step["step"], "revoke");
+    assert_eq!(last_step["detail"]["superseded_by"], runs[1]["id"]);
+    assert_eq!(runs[1]["state"], "grace");
+    w.assert_consistent();
+}
+
+#[test]
+fn a_second_jwt_rotation_during_grace_whose_deploy_crashes_rolls_back_with_exit_6() {
+    let w = World::new("1h");
+    w.rotate(&["JWT_SECRET"]).ok();
+    let v2 = w.current("JWT_SECRET");
+    w.railway
+        .set_next_deploy_outcome(SERVICE, DeployOutcome::Crashed);
+    let run = w.rotate(&["JWT_SECRET"]).code(6);
+    assert!(run.stdout.contains("rolled back"), "{}", run.stdout);
+    // The value current before is back, and previous_as is gone with the rollback
+    // (it held the value the first rotation retired).
+    assert_eq!(w.current("JWT_SECRET"), v2);
+    let vars = w.railway_vars();
+    assert_eq!(vars.get("JWT_SECRET"), Some(&v2));
+    assert!(!vars.contains_key("JWT_SECRET_PREVIOUS"), "{vars:?}");
+    let runs = runs_of(&w, "JWT_SECRET");
+    assert_eq!(runs[0]["state"], "done");
+    assert_eq!(runs[1]["outcome"], "rolled_back");
+    w.assert_consistent();
+}
+
+#[test]
+fn a_second_jwt_rotation_that_cannot_reach_railway_leaves_the_first_grace_in_force() {
+    let w = World::new("1h");
+    let v1 = w.current("JWT_SECRET");
+    w.rotate(&["JWT_SECRET"]).ok();
+    // The Railway token is gone: the new run cannot be pushed, so it must not close
+    // the first run's grace (JWT_SECRET_PREVIOUS still holds v1 at Railway).
+    w.env.run(&["delete", "RAILWAY_TOKEN"]).ok();
+    w.rotate(&["JWT_SECRET"]).code(6);
+    w.env.run(&["undelete", "RAILWAY_TOKEN"]).ok();
+    let runs = runs_of(&w, "JWT_SECRET");
+    assert_eq!(runs[0]["state"], "grace", "{runs:#?}");
+    assert_eq!(w.railway_vars().get("JWT_SECRET_PREVIOUS"), Some(&v1));
+    w.assert_consistent();
+}
+
 #[test]
 fn revoke_after_grace_deletes_the_old_account_and_the_previous_variable() {
     let w = World::new("1s");

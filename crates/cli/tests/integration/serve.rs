@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::TestEnv;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -13,11 +13,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn status(rt: &tokio::runtime::Runtime, url: &str) -> Option<u16> {
+pub(crate) fn status(rt: &tokio::runtime::Runtime, url: &str) -> Option<u16> {
     rt.block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
 }
 
-fn wait_status(rt: &tokio::runtime::Runtime, url: &str, want: u16) {
+pub(crate) fn wait_status(rt: &tokio::runtime::Runtime, url: &str, want: u16) {
     let start = Instant::now();
     while status(rt, url) != Some(want) {
         assert!(

@@ -1,0 +1,205 @@
+//! Key rollover of a `jwt-ed25519` secret as a verifier sees it: a real JWT library
+//! (`jsonwebtoken`) checks tokens against the JWKS that `secret serve` publishes.
+//!
+//! The order verifiers need: the new public key is published from `create` on, before
+//! anything signs with it; the old one stays for `grace` after the new one is current,
+//! so tokens signed a moment before the rotation keep verifying; then it is retired.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::rotation::World;
+use crate::serve::{free_port, wait_status};
+
+const KEY: &str = "JWT_SIGNING_KEY";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+struct Served {
+    child: Child,
+    base: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Served {
+    fn start(w: &World) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let port = free_port();
+        let child = w
+            .env
+            .command(&[
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-scheduler",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_status(&rt, &format!("{base}/readyz"), 200);
+        Served { child, base, rt }
+    }
+
+    fn jwks(&self) -> JwkSet {
+        let url = format!("{}/v1/jwks/{KEY}", self.base);
+        self.rt.block_on(async {
+            let response = reqwest::get(&url).await.unwrap();
+            assert_eq!(response.status(), 200, "{url}");
+            response.json::<JwkSet>().await.unwrap()
+        })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A world whose policies also rotate an Ed25519 signing key pushed to Railway.
+fn world(grace: &str) -> World {
+    let w = World::new("1h");
+    std::fs::write(
+        w.env.path("policies").join("jwks.toml"),
+        format!(
+            "[secrets.{KEY}]\ngenerator = \"jwt-ed25519\"\nevery = \"7d\"\ngrace = \"{grace}\"\npush = [\"api\"]\n"
+        ),
+    )
+    .unwrap();
+    // The key the service uses today, set by hand (it has no published public key).
+    w.env.set(
+        KEY,
+        "-----BEGIN PRIVATE KEY-----\nset-by-hand\n-----END PRIVATE KEY-----\n",
+    );
+    w
+}
+
+fn version_of(w: &World, label: &str) -> String {
+    let history: serde_json::Value =
+        serde_json::from_str(&w.env.run(&["history", KEY, "--json"]).ok().stdout).unwrap();
+    history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| {
+            v["labels"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x == label))
+        })
+        .unwrap_or_else(|| panic!("no {label} version: {history}"))["version"]
+        .to_string()
+}
+
+/// A token signed with version `version` of the key, naming its key id.
+fn sign(w: &World, version: &str, jwks_kid: &str) -> String {
+    let pem = w.env.run(&["get", KEY, "--version", version]).ok().stdout;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(jwks_kid.to_string());
+    let claims = Claims {
+        sub: format!("signed-with-v{version}"),
+        exp: 4_000_000_000,
+    };
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Verifies as a service would: the key named by the token's `kid`, from the JWKS.
+fn verifies(jwks: &JwkSet, token: &str) -> bool {
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let Some(jwk) = jwks.find(&kid) else {
+        return false;
+    };
+    let key = DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<Claims>(token, &key, &Validation::new(Algorithm::EdDSA)).is_ok()
+}
+
+fn kids(jwks: &JwkSet) -> Vec<String> {
+    jwks.keys
+        .iter()
+        .map(|k| k.common.key_id.clone().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_jwks_publishes_the_pending_key_before_anything_signs_with_it() {
+    let w = world("1h");
+    let served = Served::start(&w);
+    // The rotation stops after create, before any service has the new key.
+    let mut child = w.spawn_rotate_held_at_push(KEY);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let jwks = served.jwks();
+    assert_eq!(jwks.keys.len(), 1, "{:?}", kids(&jwks));
+    let pending = version_of(&w, "pending");
+    let token = sign(&w, &pending, &kids(&jwks)[0]);
+    assert!(verifies(&jwks, &token), "the pending key verifies already");
+    // Resumed, it finishes; the key it published is the current one.
+    w.rotate(&["--due"]).ok();
+    assert_eq!(version_of(&w, "current"), pending);
+    assert!(verifies(&served.jwks(), &token));
+}
+
+#[test]
+fn tokens_signed_before_a_rotation_verify_through_grace_and_not_after() {
+    let w = world("2s");
+    let served = Served::start(&w);
+    w.rotate(&[KEY]).ok();
+    let jwks = served.jwks();
+    let v2 = version_of(&w, "current");
+    let before = sign(&w, &v2, &kids(&jwks)[0]);
+    assert!(verifies(&jwks, &before));
+
+    // The next rotation: the key that signed `before` is now the previous one.
+    w.rotate(&[KEY]).ok();
+    let jwks = served.jwks();
+    assert_eq!(
+        jwks.keys.len(),
+        2,
+        "current and previous: {:?}",
+        kids(&jwks)
+    );
+    let v3 = version_of(&w, "current");
+    assert_ne!(v3, v2);
+    let old_kid = jsonwebtoken::decode_header(&before).unwrap().kid.unwrap();
+    let new_kid = kids(&jwks).into_iter().find(|k| *k != old_kid).unwrap();
+    let after = sign(&w, &v3, &new_kid);
+    assert!(
+        verifies(&jwks, &before),
+        "signed a moment before: still valid in grace"
+    );
+    assert!(verifies(&jwks, &after));
+    let runs = w.rotations();
+    assert_eq!(runs[0]["secret"], KEY);
+    assert_eq!(runs[0]["state"], "grace", "{:#?}", runs[0]);
+
+    // Grace ends: the old key is retired, and with it every token it signed.
+    std::thread::sleep(Duration::from_millis(2100));
+    let run = w.rotate(&["--due"]).ok();
+    assert!(run.stdout.contains("revoked"), "{}", run.stdout);
+    let jwks = served.jwks();
+    assert_eq!(jwks.keys.len(), 1, "{:?}", kids(&jwks));
+    assert!(
+        !verifies(&jwks, &before),
+        "the old key is gone from the JWKS"
+    );
+    assert!(verifies(&jwks, &after));
+}
