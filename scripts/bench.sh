@@ -50,6 +50,34 @@ hyperfine -N --warmup 30 --runs "$runs" --export-markdown "$work/cli.md" \
   -n "hello-world Rust" "$work/hello" >&2
 cat "$work/cli.md"
 
+# --- The shipped binary: its size, and the instructions one `get` executes ------------
+# (valgrind's callgrind counts instructions: repeatable where timings drift). Set
+# COMPARE_BIN to another build of `secret` to measure it beside this one, on a vault of
+# its own filled the same way (e.g. the build before a change).
+instructions() { # BIN VAULT
+  SECRET_VAULT="$2" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+    "$1" get SECRET_500 2>&1 >/dev/null | sed -n 's/.*Collected : //p'
+}
+if command -v valgrind >/dev/null; then
+  echo
+  echo "| Build | Size [bytes] | \`secret get\` instructions (callgrind) |"
+  echo "|:---|---:|---:|"
+  instructions "$bin" "$SECRET_VAULT" >/dev/null # the first read after the fill checkpoints
+  echo "| shipped (\`scripts/build-release.sh\`) | $(stat -c %s "$bin") | $(instructions "$bin" "$SECRET_VAULT") |"
+  if [ -n "${COMPARE_BIN:-}" ]; then
+    other="$work/compare.db"
+    SECRET_VAULT="$other" "$COMPARE_BIN" init -q
+    for i in $(seq 1 1000); do
+      printf 'value-%s-%s' "$i" "$RANDOM" | SECRET_VAULT="$other" "$COMPARE_BIN" set -q "SECRET_$i"
+    done
+    instructions "$COMPARE_BIN" "$other" >/dev/null
+    echo "| \`$COMPARE_BIN\` | $(stat -c %s "$COMPARE_BIN") | $(instructions "$COMPARE_BIN" "$other") |"
+  fi
+else
+  echo "skipping instruction counts: valgrind is not installed (apt-get install valgrind)" >&2
+fi
+[ "${SKIP_API:-}" = 1 ] && exit 0
+
 # --- API reads: secret serve vs an OpenBao dev server, same machine, same run -------
 # Every secret read through our API is audited (the entry durable before the value is
 # sent); OpenBao's dev server keeps everything in memory and audits nothing by default.

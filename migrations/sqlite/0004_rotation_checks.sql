@@ -6,9 +6,14 @@
 -- SQLite cannot add a CHECK to an existing table, so both tables are rebuilt: the new
 -- rotations table is filled and renamed first, then the steps (which reference it)
 -- are moved through a copy, so no foreign key ever points at a missing row.
+--
+-- The columns mean what 0002_rotation.sql says: ids rot_<hex>; revoke_after is the end
+-- of grace; provider_state and deployments are JSON (intents, handles and deployment
+-- ids, never values), as is a step's detail. The CREATE statements carry no comments:
+-- SQLite keeps their text and parses all of it each time a process opens the vault.
 
 CREATE TABLE rotations_v4 (
-    id             TEXT    PRIMARY KEY,         -- rot_<hex>
+    id             TEXT    PRIMARY KEY,
     secret         TEXT    NOT NULL,
     generator      TEXT    NOT NULL,
     trigger        TEXT    NOT NULL CHECK (trigger IN ('manual', 'due', 'scheduler', 'api')),
@@ -20,11 +25,11 @@ CREATE TABLE rotations_v4 (
     started_at     INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL,
     finished_at    INTEGER,
-    revoke_after   INTEGER,                     -- grace end: when the old credential is revoked
+    revoke_after   INTEGER,
     revoked_at     INTEGER,
     error          TEXT,
-    provider_state TEXT    NOT NULL DEFAULT '{}',  -- JSON: intents and handles, never values
-    deployments    TEXT    NOT NULL DEFAULT '{}'   -- JSON: target -> deployment id
+    provider_state TEXT    NOT NULL DEFAULT '{}',
+    deployments    TEXT    NOT NULL DEFAULT '{}'
 );
 INSERT INTO rotations_v4 SELECT id, secret, generator, trigger, state, outcome, old_version,
     new_version, started_at, updated_at, finished_at, revoke_after, revoked_at, error,
@@ -45,7 +50,7 @@ CREATE TABLE rotation_steps (
                                 'deploying', 'push', 'verify', 'finish', 'rollback', 'revoke')),
     status      TEXT    NOT NULL CHECK (status IN ('ok', 'failed', 'retry', 'started')),
     at_ms       INTEGER NOT NULL,
-    detail      TEXT    NOT NULL,               -- JSON, never a value
+    detail      TEXT    NOT NULL,
     PRIMARY KEY (rotation_id, seq)
 );
 INSERT INTO rotation_steps SELECT rotation_id, seq, step, status, at_ms, detail

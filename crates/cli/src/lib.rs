@@ -1,8 +1,19 @@
-//! The command-line adapter: argument parsing (clap), where the vault and identity
-//! come from (flags, environment, XDG defaults), reading values from stdin, and
-//! rendering results for a terminal or a pipe.
+//! `secret`, the command: argument parsing (clap), where the vault and identity come
+//! from (flags, the [`Environment`] read once by `main`, XDG defaults), reading values
+//! from stdin, and rendering results for a terminal or a pipe.
 //!
-//! It calls the [`Vault`] facade only; no SQL, no crypto here.
+//! # Layout
+//!
+//! ```text
+//!  main.rs ─► lib.rs (clap definitions, vault commands, audit, tokens)
+//!               ├─► rotation.rs (rotate, rotations, plan, policy check) ─► secret_rotation
+//!               ├─► environment.rs (the only reader of environment variables)
+//!               └─► secret_server::serve (`secret serve`, with options resolved here)
+//!  all of them ─► secret_core (the vault facade; render for shared output)
+//! ```
+//!
+//! It calls the [`Vault`] facade only; no SQL, no crypto here. Output shared with the
+//! API (times, audit entries, rotation runs) comes from `secret_core::render`.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

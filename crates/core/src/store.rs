@@ -462,6 +462,10 @@ impl Store {
 /// opens; in a short CLI process those are a dozen fresh pages to fault in before any work
 /// (a `secret get` costs a few hundred microseconds of page faults in all), while statement
 /// memory beyond it comes from the heap the process already touched.
+///
+/// It also turns off SQLite's memory statistics, which take a mutex and update counters
+/// on every allocation (opening a vault parses the whole schema: thousands of them); we
+/// never read them and set no soft heap limit that would need them.
 fn small_lookaside() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -473,6 +477,13 @@ fn small_lookaside() {
                 rusqlite::ffi::SQLITE_CONFIG_LOOKASIDE,
                 128 as std::os::raw::c_int,
                 64 as std::os::raw::c_int,
+            );
+        }
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int; same timing as above.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::os::raw::c_int,
             );
         }
     });

@@ -953,11 +953,6 @@ impl Vault {
         Ok(self.store.read(|tx| tx.secret(name.as_str()))?)
     }
 
-    /// Every secret's bookkeeping (for planning), without values. Not audited on its own.
-    pub fn all_secret_states(&mut self) -> Result<Vec<SecretMeta>, VaultError> {
-        Ok(self.store.read(|tx| tx.list_secrets(true))?)
-    }
-
     /// When a version was written.
     pub fn version_created(
         &mut self,

@@ -1,6 +1,9 @@
 //! `secret-demo`: everything on loopback, nothing left behind.
 //!
-//! A binary of its own, so that the stand-ins it runs never ship in `secret`.
+//! A binary of its own (`cargo run --release -p secret-demo`), so that the stand-ins
+//! it runs never ship in `secret`. It drives the same crates a deployment does: the
+//! vault (`secret-core`), `secret serve` (`secret-server`) with its scheduler, and the
+//! CLI's own views (`secret_cli::run`, given an explicit `Environment`).
 //!
 //! A throwaway vault and identity in a temp dir; the stand-ins for Railway, OpenAI and
 //! LaunchDarkly on `127.0.0.1`; policies that rotate JWT_SECRET, OPENAI_API_KEY and

@@ -1,12 +1,28 @@
-//! Rotation: the persisted state machine that mints a new credential, pushes it to
-//! every target that uses it, proves it works, and only then retires the old one — or
-//! rolls back and says why.
+//! `secret-rotation`: the persisted state machine that mints a new credential, pushes
+//! it to every target that uses it, proves it works, and only then retires the old
+//! one — or rolls back and says why.
+//!
+//! # Layout
 //!
 //! ```text
-//!  create ─► push ─► verify ─► finish ─► grace ─► revoke ─► done
-//!     │        │        │
-//!     └────────┴────────┴──► rollback ─► rolled_back
+//!  engine (one pass: select, lock, create, push, verify, finish | rollback, revoke)
+//!    ├─► machine (the pure transition function: state + event → state, step, effect)
+//!    ├─► providers/* (mint, verify, revoke: random, jwt-hmac, jwt-ed25519, openai,
+//!    │                launchdarkly) ─┐
+//!    ├─► targets/* (deliver, deploy, wait: railway, dotenv) ─┴─► http (the one
+//!    │                                         outbound client: errors, Retry-After, backoff)
+//!    └─► secret_core::vault (records every step with its audit entry)
 //! ```
+//!
+//! - [`engine::Engine`] runs a pass; [`machine::next`] is the only way a run changes
+//!   state (its diagram is in that module and in the README).
+//! - [`providers`] and [`targets`] are one small trait each, one file per kind; they
+//!   never touch the vault, and take their time, HTTP client and base URL from the
+//!   engine, so tests point them at stand-ins on loopback.
+//! - [`http`] classifies failures (transient: retried with backoff; permanent: the
+//!   step fails at once) and reads the services' rate-limit headers.
+//! - This file holds scheduling ([`next_due`], [`Due`]) and [`describe`], the words
+//!   `secret plan` and `--dry-run` print.
 //!
 //! Every step is a row in the store, recorded with its audit entry in one transaction
 //! (the new value is stored as the `pending` version in the transaction that records
@@ -14,8 +30,7 @@
 //! `secret rotate --due` (or `secret serve`) resumes or rolls back — never repeats
 //! blindly. Rotations in one pass that share a target share its upsert and its deploy.
 //!
-//! This module decides *what* happens; `providers` and `targets` do the talking and
-//! `vault` does the recording.
+//! Depends on `secret-core` only; nothing here knows of HTTP servers or the CLI.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

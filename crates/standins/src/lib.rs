@@ -1,4 +1,4 @@
-//! Local stand-ins for the three provider APIs the rotation engine talks to: Railway
+//! `secret-standins`: local stand-ins for the three provider APIs the rotation engine talks to: Railway
 //! (GraphQL), OpenAI (admin API: project service accounts) and LaunchDarkly (REST v2: SDK
 //! and mobile key resets).
 //!
@@ -8,6 +8,16 @@
 //! the response and error shapes of their OpenAPI documents. They refuse what the real
 //! service would refuse (wrong headers, unknown fields, bad tokens), and a few things it
 //! might accept but our client must never send (each such place says "stricter on purpose").
+//!
+//! # Layout
+//!
+//! ```text
+//!  lib.rs (StandIn<S>: loopback server, state, faults, journal)
+//!    ├─ railway.rs (+ railway/schema.rs: every GraphQL document checked against
+//!    │              schemas/railway-schema.json, Railway's introspection schema)
+//!    ├─ openai.rs (admin API: project service accounts and their keys)
+//!    └─ launchdarkly.rs (REST v2: SDK and mobile key resets)
+//! ```
 //!
 //! This crate is a dev-dependency of the workspace's tests and a dependency of
 //! `secret-demo` only: the shipped `secret` binary never links it.
