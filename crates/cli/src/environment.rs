@@ -92,6 +92,12 @@ impl Environment {
         }
     }
 
+    /// Whether the environment a `secret run` child inherits already has `name`. Read
+    /// from the process itself when asked: only `run` needs it.
+    pub fn inherited_has(&self, name: &str) -> bool {
+        std::env::var_os(name).is_some()
+    }
+
     fn home(&self) -> PathBuf {
         self.home.clone().unwrap_or_else(|| PathBuf::from("/"))
     }

@@ -40,6 +40,7 @@ use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
 use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
+mod daily;
 mod environment;
 mod rotation;
 
@@ -55,6 +56,7 @@ Exit codes:
   5  vault locked (wrong identity or passphrase)
   6  rotation failed (and was rolled back)
   7  integrity failure (tampered ciphertext or audit chain)
+  126, 127  `secret run`: the command cannot be run / is not found
 
 Environment:
   SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)
@@ -166,6 +168,19 @@ pub enum Command {
     },
     /// Run the HTTP API and the rotation scheduler until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Import a dotenv or JSON file: every secret or none, one audited `set` each.
+    Import(daily::ImportArgs),
+    /// Print current values as dotenv, JSON or shell (asks --force on a terminal).
+    Export(daily::ExportArgs),
+    /// Run a command with the current values in its environment (it replaces this process).
+    Run(daily::RunArgs),
+    /// Print a shell completion script: `secret completions bash > /etc/bash_completion.d/secret`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `secret man > /usr/local/share/man/man1/secret.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +369,23 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
         } => rotation::policy_check(&ctx, dir),
         Command::Token { command } => token_command(&ctx, command),
         Command::Serve(args) => serve(&ctx, args),
+        Command::Import(args) => daily::import(&ctx, args),
+        Command::Export(args) => daily::export(&ctx, args),
+        Command::Run(args) => daily::run(&ctx, args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "secret", &mut out);
+            stdout_result(io::stdout().write_all(&out))
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(io_error("cannot render the manual page"))?;
+            stdout_result(io::stdout().write_all(&out))
+        }
     }
 }
 
@@ -431,12 +463,12 @@ fn passwd_name(uid: libc::uid_t) -> Option<String> {
         .map(str::to_string)
 }
 
-fn io_error(what: &str) -> impl Fn(io::Error) -> VaultError + '_ {
+pub(crate) fn io_error(what: &str) -> impl Fn(io::Error) -> VaultError + '_ {
     move |e| VaultError::Io(format!("{what}: {e}"))
 }
 
 /// Output errors: a closed pipe (`secret audit --json | head`) ends output quietly.
-fn stdout_result(result: io::Result<()>) -> Result<(), VaultError> {
+pub(crate) fn stdout_result(result: io::Result<()>) -> Result<(), VaultError> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(io_error("cannot write to stdout")),

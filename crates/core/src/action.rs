@@ -19,6 +19,8 @@ pub enum Action {
     Unlock,
     Get,
     Set,
+    /// An import refused as a whole (each imported secret is its own `set`).
+    Import,
     List,
     History,
     Delete,
@@ -48,6 +50,7 @@ impl Action {
             Action::Unlock => "unlock",
             Action::Get => "get",
             Action::Set => "set",
+            Action::Import => "import",
             Action::List => "list",
             Action::History => "history",
             Action::Delete => "delete",

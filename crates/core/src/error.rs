@@ -43,6 +43,10 @@ pub enum VaultError {
     /// A rotation pass that did not fully succeed; `code` is its exit code.
     #[error("{summary}")]
     Rotation { code: u8, summary: String },
+    /// `secret run` could not start its command: 127 when it is not found, 126 when it
+    /// cannot be run (the shells' codes, so scripts can tell).
+    #[error("{message}")]
+    Exec { code: u8, message: String },
 }
 
 /// Documented exit codes (README, `secret --help`).
@@ -66,7 +70,7 @@ impl VaultError {
             VaultError::Conflict(_) | VaultError::VaultExists(_) => exit::CONFLICT,
             VaultError::Locked(_) => exit::LOCKED,
             VaultError::Integrity(_) | VaultError::AuditBroken { .. } => exit::INTEGRITY,
-            VaultError::Rotation { code, .. } => *code,
+            VaultError::Rotation { code, .. } | VaultError::Exec { code, .. } => *code,
             VaultError::NoVault(_)
             | VaultError::AuditWrite(_)
             | VaultError::Store(_)
@@ -93,6 +97,7 @@ impl VaultError {
             VaultError::Crypto(_) => "crypto",
             VaultError::Io(_) => "io",
             VaultError::Rotation { .. } => "rotation_failed",
+            VaultError::Exec { .. } => "exec_failed",
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - [`model`] holds validated names, version numbers and the value wrapper that keeps
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.
+//! - [`dotenv`] reads and writes dotenv files (`import`, `export`).
 //! - [`policy`] parses `policies/*.toml` strictly; [`scope`] parses token scopes.
 //! - [`clock`] is the one source of "now"; [`error`] maps every failure to one exit
 //!   code; [`render`] is the presentation the CLI and the API share (times, audit
@@ -36,6 +37,7 @@ pub mod action;
 pub mod audit;
 pub mod clock;
 pub mod crypto;
+pub mod dotenv;
 pub mod error;
 pub mod model;
 pub mod policy;
