@@ -812,7 +812,7 @@ impl Vault {
     ) -> Result<VerifyReport, VaultError> {
         let expected_text = expect.as_ref().map(|e| audit::format_head(e.seq, &e.mac));
         let verified = self.audited("audit.verify", None, |tx, keys, _now| {
-            let mut verifier = Verifier::new(&keys.audit, expect);
+            let mut verifier = Verifier::new(audit::EpochKeys::single(&keys.audit), expect);
             let fed = tx.for_each_audit(|entry| {
                 verifier.feed(&entry).map_err(|b| VaultError::AuditBroken {
                     seq: b.seq,
