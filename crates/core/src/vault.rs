@@ -14,7 +14,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent, Verifier};
+use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent};
 use crate::clock::Clock;
 use crate::crypto::{self, CryptoError, Identities, MacKey, ValueSlot, VaultKey, VAULT_ID_LEN};
 use crate::error::VaultError;
@@ -26,7 +26,12 @@ use crate::store::{Durability, KeyringKind, KeyringRow, Store, StoreError, Tx, V
 pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 
 mod api;
+mod keys;
 pub use api::{ApiCall, CallError, Op, Reply};
+pub use keys::{
+    BackupEncryption, BackupReport, BackupTarget, KeyringInfo, Proof, RekeyOptions, RekeyReport,
+    RestoreOptions, RestoreReport,
+};
 
 /// A lazily asked passphrase: called only when the vault has a passphrase copy of its
 /// key and no identity opened it.
@@ -69,6 +74,8 @@ pub struct VerifyReport {
 
 struct Keys {
     vault_id: Vec<u8>,
+    /// The key check of `key`: the vault row holds it while this key is in force.
+    check: Vec<u8>,
     /// Seals and opens values.
     key: VaultKey,
     audit: MacKey,
@@ -113,11 +120,12 @@ fn audit_write_error(e: StoreError) -> VaultError {
     VaultError::AuditWrite(e.to_string())
 }
 
-/// Appends one entry in `tx` and returns the new head.
+/// Appends one entry in `tx` and returns the new head. Refuses when the vault key in
+/// force is no longer this process's (see [`Keys::ensure_in_force`]).
 #[allow(clippy::too_many_arguments)]
 fn append(
     tx: &Tx<'_>,
-    key: &MacKey,
+    keys: &Keys,
     actor: &Actor,
     at_ms: i64,
     action: &str,
@@ -126,6 +134,7 @@ fn append(
     outcome: &str,
     details: &serde_json::Value,
 ) -> Result<Head, VaultError> {
+    keys.ensure_in_force(tx)?;
     let head = tx.audit_head().map_err(audit_write_error)?;
     let mut entry = Entry {
         seq: 0,
@@ -140,7 +149,7 @@ fn append(
         details: details.to_string(),
         mac: Vec::new(),
     };
-    let new_head = audit::link(key, head.as_ref(), &mut entry);
+    let new_head = audit::link(&keys.audit, head.as_ref(), &mut entry);
     tx.append_audit(&entry, &new_head)
         .map_err(audit_write_error)?;
     Ok(new_head)
@@ -427,17 +436,7 @@ impl Vault {
             for row in &keyring {
                 tx.put_keyring(row, now)?;
             }
-            append(
-                tx,
-                &keys.audit,
-                &actor,
-                now,
-                "init",
-                None,
-                None,
-                "ok",
-                &details,
-            )
+            append(tx, &keys, &actor, now, "init", None, None, "ok", &details)
         });
         match result {
             Ok(head) => Ok(Self {
@@ -539,7 +538,7 @@ impl Vault {
                 }
                 head = Some(append(
                     tx,
-                    &keys.audit,
+                    keys,
                     &actor,
                     event.at_ms,
                     &event.action,
@@ -569,12 +568,15 @@ impl Vault {
         let actor = &self.actor;
         let clock = &self.clock;
         let result = self.store.write_with(durability_of(action), |tx| {
+            // Before the operation, so a stale key is reported as such, not as a
+            // ciphertext that does not open.
+            keys.ensure_in_force(tx)?;
             // Read under the write lock: entry times never go backwards against `seq`.
             let at = clock.now_ms();
             let done = op(tx, keys, at)?;
             let head = append(
                 tx,
-                &keys.audit,
+                keys,
                 actor,
                 at,
                 action,
@@ -630,7 +632,7 @@ impl Vault {
             let at = clock.now_ms();
             append(
                 tx,
-                &keys.audit,
+                keys,
                 actor,
                 at,
                 action,
@@ -812,21 +814,7 @@ impl Vault {
     ) -> Result<VerifyReport, VaultError> {
         let expected_text = expect.as_ref().map(|e| audit::format_head(e.seq, &e.mac));
         let verified = self.audited("audit.verify", None, |tx, keys, _now| {
-            let mut verifier = Verifier::new(audit::EpochKeys::single(&keys.audit), expect);
-            let fed = tx.for_each_audit(|entry| {
-                verifier.feed(&entry).map_err(|b| VaultError::AuditBroken {
-                    seq: b.seq,
-                    reason: b.reason,
-                })
-            });
-            fed?;
-            let head = tx.audit_head()?;
-            let count = verifier
-                .finish(head.as_ref())
-                .map_err(|b| VaultError::AuditBroken {
-                    seq: b.seq,
-                    reason: b.reason,
-                })?;
+            let count = keys::verify_chain_in(tx, keys, expect)?;
             Ok(Done::new(
                 count,
                 None,
@@ -1164,7 +1152,7 @@ impl Vault {
             details["status"] = json!(status);
             append(
                 tx,
-                &keys.audit,
+                keys,
                 actor,
                 at,
                 &action,
@@ -1244,8 +1232,24 @@ impl Vault {
 }
 
 impl Keys {
+    /// A process that opened the vault before another process rekeyed or restored it
+    /// holds a key that is no longer in force: whatever it sealed or chained now could
+    /// not be read or verified. Every audit append (so every change) checks this
+    /// first, inside its transaction.
+    fn ensure_in_force(&self, tx: &Tx<'_>) -> Result<(), VaultError> {
+        match tx.key_check()? {
+            Some(check) if check == self.check => Ok(()),
+            _ => Err(VaultError::Locked(
+                "its key was replaced (by `secret rekey` or `secret restore` in another \
+                 process) after this process opened it; open it again (restart `secret serve`)"
+                    .into(),
+            )),
+        }
+    }
+
     fn derive(vault_id: Vec<u8>, key: VaultKey) -> Result<Self, CryptoError> {
         Ok(Self {
+            check: key.key_check(&vault_id)?.to_vec(),
             audit: key.audit_key(&vault_id)?,
             fingerprint: audit::Fingerprinter::new(key.fingerprint_key(&vault_id)?),
             token: key.token_key(&vault_id)?,

@@ -586,7 +586,7 @@ impl Vault {
                 let secret = secret.filter(|s| SecretName::new(s).is_ok());
                 append(
                     tx,
-                    &keys.audit,
+                    keys,
                     &actor,
                     at,
                     action,
