@@ -29,9 +29,11 @@ use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
 mod environment;
+mod keys;
 mod rotation;
 
 pub use environment::{Environment, Tuning};
+pub use keys::{BackupArgs, PassphraseCommand, RecipientsCommand, RestoreArgs};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -154,6 +156,28 @@ pub enum Command {
     },
     /// Run the HTTP API and the rotation scheduler until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Write an age-encrypted, consistent snapshot of the vault to FILE (`-`: stdout).
+    Backup(BackupArgs),
+    /// Replace the vault with a proven backup (the replaced vault is kept aside).
+    ///
+    /// The backup is proven first: its vault key unwraps with your identity, its audit
+    /// chain verifies, every ciphertext opens. Until then nothing changes.
+    Restore(RestoreArgs),
+    /// Who can unlock the vault: list, add or remove age recipients.
+    Recipients {
+        #[command(subcommand)]
+        command: RecipientsCommand,
+    },
+    /// Add or remove the passphrase copy of the vault key.
+    Passphrase {
+        #[command(subcommand)]
+        command: PassphraseCommand,
+    },
+    /// Replace the vault key: every version re-encrypted, API tokens revoked.
+    ///
+    /// One transaction: a crash leaves the old key or the new one in force. The audit
+    /// chain stays verifiable across the change (the retired audit key is kept sealed).
+    Rekey,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +366,11 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
         } => rotation::policy_check(&ctx, dir),
         Command::Token { command } => token_command(&ctx, command),
         Command::Serve(args) => serve(&ctx, args),
+        Command::Backup(args) => keys::backup(&ctx, args),
+        Command::Restore(args) => keys::restore(&ctx, args),
+        Command::Recipients { command } => keys::recipients(&ctx, command),
+        Command::Passphrase { command } => keys::passphrase(&ctx, command),
+        Command::Rekey => keys::rekey(&ctx),
     }
 }
 
@@ -383,7 +412,7 @@ pub struct Context {
     pub(crate) vault_path: PathBuf,
     identity_flag: Option<PathBuf>,
     pub(crate) quiet: bool,
-    actor: Actor,
+    pub(crate) actor: Actor,
     pub(crate) policies_dir: PathBuf,
     pub(crate) env: Environment,
     /// The one clock every command reads.
@@ -467,7 +496,7 @@ impl Context {
     }
 
     /// Identities from `--identity`/`SECRET_IDENTITY_FILE`, `SECRET_IDENTITY`, or the default file.
-    fn identities(&self) -> Result<Option<Identities>, VaultError> {
+    pub(crate) fn identities(&self) -> Result<Option<Identities>, VaultError> {
         if let Some(path) = &self.identity_flag {
             return load_identity_file(path).map(Some);
         }
@@ -490,19 +519,23 @@ impl Context {
         )
     }
 
-    pub(crate) fn open(&self) -> Result<Vault, VaultError> {
-        if !self.vault_path.exists() {
-            return Err(VaultError::NoVault(self.vault_path.clone()));
-        }
-        let unlocker = Unlocker {
+    /// What the caller brings to unlock: identities, and a passphrase asked only if needed.
+    pub(crate) fn unlocker(&self) -> Result<Unlocker, VaultError> {
+        Ok(Unlocker {
             identities: self.identities()?,
             passphrase: Some({
                 let from_env = self.env.passphrase.clone();
                 Box::new(move || ask_passphrase(from_env, false))
             }),
             identity_hint: self.identity_hint(),
-        };
-        Vault::open(&self.vault_path, unlocker, self.actor.clone())
+        })
+    }
+
+    pub(crate) fn open(&self) -> Result<Vault, VaultError> {
+        if !self.vault_path.exists() {
+            return Err(VaultError::NoVault(self.vault_path.clone()));
+        }
+        Vault::open(&self.vault_path, self.unlocker()?, self.actor.clone())
     }
 }
 
@@ -530,7 +563,10 @@ fn load_identity_file(path: &Path) -> Result<Identities, VaultError> {
 }
 
 /// The passphrase from `SECRET_PASSPHRASE`, else asked on the terminal without echo.
-fn ask_passphrase(from_env: Option<SecretString>, confirm: bool) -> Result<SecretString, String> {
+pub(crate) fn ask_passphrase(
+    from_env: Option<SecretString>,
+    confirm: bool,
+) -> Result<SecretString, String> {
     if let Some(p) = from_env {
         return Ok(p);
     }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod interop;
+mod keys;
 mod rotation;
 mod serve;
 mod util;
