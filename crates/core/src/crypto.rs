@@ -65,7 +65,7 @@ pub enum CryptoError {
     #[error("age: {0}")]
     Age(String),
     /// An age file that is truncated, altered, or not an age file at all.
-    #[error("it is not an intact age file (truncated, altered, or not age at all)")]
+    #[error("truncated, altered, or not an age file at all")]
     NotIntact,
 }
 
