@@ -25,6 +25,7 @@ use secret_core::model::{
 };
 use secret_core::render::{age, entry_json, rfc3339};
 use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
+use secret_server::backup::BackupOptions;
 use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
@@ -199,6 +200,16 @@ pub struct ServeArgs {
     /// last entry of X-Forwarded-For, for the audit log and the failed-auth brake.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Write an age-encrypted backup into DIR every --backup-every (as `secret backup`).
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Time between scheduled backups.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, requires = "backup_dir")]
+    pub backup_every: std::time::Duration,
+    /// How many scheduled backups to keep in --backup-dir (the oldest go first).
+    #[arg(long, default_value_t = 7, value_name = "N", requires = "backup_dir",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,6 +401,12 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
         );
         secret_core::policy::PolicySet::default()
     };
+    if args.backup_dir.is_some() && args.backup_every < std::time::Duration::from_secs(1) {
+        return Err(VaultError::Usage(format!(
+            "--backup-every {:?} is too short: give at least 1s (24h is the default)",
+            args.backup_every
+        )));
+    }
     let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
         tick: args.tick,
         engine: rotation::engine_options(ctx, "scheduler"),
@@ -402,6 +419,13 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
             scheduler,
             shutdown_grace: args.shutdown_grace,
             trust_forwarded_for: args.trust_forwarded_for,
+            backup: args.backup_dir.map(|dir| BackupOptions {
+                dir,
+                every: args.backup_every,
+                keep: args.backup_keep as usize,
+                passphrase: ctx.env.passphrase.clone(),
+                scrypt_log_n: ctx.env.scrypt_log_n,
+            }),
         },
     };
     run_until_signal(command, policies, || ctx.open())

@@ -65,3 +65,113 @@ fn serve_without_a_vault_is_healthy_but_not_ready_until_one_appears() {
     assert_eq!(out.code(), Some(0));
     let _ = serve.stderr.take();
 }
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn serve_backs_up_on_a_schedule_keeps_the_newest_and_exports_the_last_success() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = TestEnv::init();
+    env.set("KEPT", "in-every-backup");
+    env.run(&["serve", "--backup-dir", "b", "--backup-every", "0s"])
+        .code(2)
+        .stderr_has("--backup-every");
+    env.run(&["serve", "--backup-keep", "3"]).code(2);
+    let dir = env.path("backups");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut serve = env
+        .command(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-scheduler",
+            "--backup-dir",
+            dir.to_str().unwrap(),
+            "--backup-every",
+            "1s",
+            "--backup-keep",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_status(&rt, &format!("{base}/healthz"), 200);
+    let scrape = || {
+        rt.block_on(async {
+            reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    let start = Instant::now();
+    let text = loop {
+        let text = scrape();
+        if metric(&text, "secret_backups_total{outcome=\"ok\"}").unwrap_or(0.0) >= 3.0 {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no 3 backups:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metric(&text, "secret_backup_interval_seconds"), Some(1.0));
+    let last = metric(&text, "secret_backup_last_success_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 30.0, "last success {last}, now {now}");
+    assert_eq!(
+        metric(&text, "secret_backups_total{outcome=\"failed\"}"),
+        Some(0.0)
+    );
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert_eq!(serve.wait().unwrap().code(), Some(0));
+    let _ = serve.stderr.take();
+
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "--backup-keep 2: {files:?}");
+    use std::os::unix::fs::PermissionsExt;
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("secret-backup-") && name.ends_with(".age"),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let restored = env.path("restored/vault.db");
+    let r = restored.to_str().unwrap();
+    env.run(&["--vault", r, "restore", files[1].to_str().unwrap()])
+        .ok();
+    env.run(&["--vault", r, "audit", "verify"]).ok();
+    assert_eq!(
+        env.run(&["--vault", r, "get", "KEPT"]).ok().stdout,
+        "in-every-backup"
+    );
+    let backups = env.audit(&["--action", "backup"]);
+    assert!(backups.len() >= 3);
+    assert!(backups.iter().all(|e| e["actor"] == "serve:backup"));
+}
