@@ -359,3 +359,31 @@ fn a_rekey_killed_at_any_moment_leaves_one_key_fully_in_force() {
     env.run(&["audit", "verify"]).ok();
     eprintln!("rekeys killed: {kept} left the old key, {switched} the new one");
 }
+
+#[test]
+fn rekey_shows_progress_on_a_terminal() {
+    if !crate::util::have("script") {
+        eprintln!("SKIPPED: `script` (util-linux) is not installed to give rekey a terminal");
+        return;
+    }
+    let env = TestEnv::init();
+    env.fill(10, 10);
+    // `script` runs the command on a pseudo-terminal and copies what it draws.
+    let template = env.command(&[]);
+    let mut cmd = std::process::Command::new("script");
+    cmd.env_clear().current_dir(env.dir.path());
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd
+        .args(["-qec", &format!("{} rekey", crate::util::BIN), "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("re-encrypting"), "{shown}");
+    assert!(shown.contains("/100 versions"), "{shown}");
+    assert!(shown.contains("key epoch 2"), "{shown}");
+}

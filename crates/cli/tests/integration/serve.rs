@@ -175,3 +175,83 @@ fn serve_backs_up_on_a_schedule_keeps_the_newest_and_exports_the_last_success() 
     assert!(backups.len() >= 3);
     assert!(backups.iter().all(|e| e["actor"] == "serve:backup"));
 }
+
+#[test]
+fn after_a_rekey_a_running_serve_stops_serving_and_old_tokens_are_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = TestEnv::init();
+    env.set("K", "value");
+    let old_token = env
+        .run(&["token", "create", "-q", "--name", "old", "--scope", "admin"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let get = |base: &str, token: &str| {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("{base}/v1/secrets/K"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let start_serve = || {
+        let port = free_port();
+        let child = env
+            .command(&[
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-scheduler",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_status(&rt, &format!("{base}/readyz"), 200);
+        (child, base)
+    };
+    let (mut stale, base) = start_serve();
+    assert_eq!(get(&base, &old_token), 200);
+
+    let run = env.run(&["rekey"]).ok();
+    assert!(run.stdout.contains("revoked 1 API token"), "{}", run.stdout);
+    // The serve that unlocked before the rekey holds the old key: it answers nothing
+    // and writes nothing, and says it is not ready.
+    assert_eq!(get(&base, &old_token), 503);
+    assert_eq!(status(&rt, &format!("{base}/readyz")), Some(503));
+    let entries = env.audit(&[]);
+    let rekey_at = entries.iter().position(|e| e["action"] == "rekey").unwrap();
+    assert!(
+        entries[rekey_at..]
+            .iter()
+            .all(|e| e["details"]["via"] != "api"),
+        "the stale serve wrote after the rekey"
+    );
+    env.run(&["audit", "verify"]).ok();
+    unsafe { libc::kill(stale.id() as i32, libc::SIGTERM) };
+    stale.wait().unwrap();
+
+    // Restarted, it serves again; the old token is refused, a new one works.
+    let (mut fresh, base) = start_serve();
+    assert_eq!(get(&base, &old_token), 401);
+    let new_token = env
+        .run(&["token", "create", "-q", "--name", "new", "--scope", "admin"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(get(&base, &new_token), 200);
+    unsafe { libc::kill(fresh.id() as i32, libc::SIGTERM) };
+    fresh.wait().unwrap();
+    env.run(&["audit", "verify"]).ok();
+}
