@@ -556,3 +556,30 @@ fn after_a_rekey_old_backups_restore_with_the_old_key_and_new_ones_verify_both_e
     env.run(&["audit", "verify"]).ok();
     assert!(env.audit(&["--action", "rekey"]).is_empty());
 }
+
+#[test]
+fn a_corrupted_vault_is_replaced_only_with_force_and_kept_aside() {
+    let env = TestEnv::init();
+    env.set("SURVIVES", "in the backup");
+    let file = env.path("b.age");
+    env.run(&["backup", file.to_str().unwrap()]).ok();
+    remove_vault(&env);
+    let garbage = b"this file was a vault once; a bad disk wrote over it............".repeat(64);
+    std::fs::write(&env.vault, &garbage).unwrap();
+    env.run(&["get", "SURVIVES"]).code(1);
+    env.run(&["restore", file.to_str().unwrap()])
+        .code(4)
+        .stderr_has("cannot be read")
+        .stderr_has("--force");
+    assert_eq!(std::fs::read(&env.vault).unwrap(), garbage);
+    let run = env
+        .run(&["restore", "--force", file.to_str().unwrap()])
+        .ok();
+    assert!(run.stderr.contains("could not be read"), "{}", run.stderr);
+    assert_eq!(env.get("SURVIVES"), "in the backup");
+    env.run(&["audit", "verify"]).ok();
+    let aside: Vec<_> = strays(&env);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = std::fs::read(env.vault.with_file_name(&aside[0])).unwrap();
+    assert_eq!(kept, garbage);
+}

@@ -921,15 +921,25 @@ impl Vault {
                 "warnings": warnings,
             }),
         )?;
-        match current {
-            Current::Vault { .. } => {}
-            Current::Absent => drop(Store::create(vault_path)?),
+        let created = match current {
+            Current::Vault { .. } => false,
+            Current::Absent => {
+                drop(Store::create(vault_path)?);
+                true
+            }
             Current::Unreadable(_) => {
                 remove_vault_files(vault_path);
                 drop(Store::create(vault_path)?);
+                true
             }
+        };
+        if let Err(e) = staged_vault.store.copy_into(vault_path) {
+            // An empty vault file must not stay where the restored one was to go.
+            if created {
+                remove_vault_files(vault_path);
+            }
+            return Err(e.into());
         }
-        staged_vault.store.copy_into(vault_path)?;
         drop(staged_vault);
         drop(scratch);
         Ok(RestoreReport {
