@@ -8,7 +8,14 @@
 #   age -d          decrypting one small file with the age CLI (the peer to beat)
 #   hello           a hello-world Rust binary (the floor: process start-up)
 #
-# Needs hyperfine and age (apt-get install hyperfine age). Prints a markdown table;
+# and, in a section of its own (`bash scripts/bench.sh keys` runs only that one):
+#
+#   secret rekey    a vault of 100,000 versions (1,000 secrets x 100), every one
+#                   re-encrypted in one transaction
+#   secret backup   a vault of 10,000 secrets: time, and the size of the age file
+#   secret restore  that backup, proven (unlock, chain, every ciphertext) and restored
+#
+# Needs hyperfine and age (apt-get install hyperfine age). Prints markdown tables;
 # BENCHMARKS.md records the figures with the machine they came from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +27,48 @@ done
 runs=${RUNS:-300}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# --- keys and recovery: rekey, backup, restore (release build, filled in-process) ---
+keys_bench() {
+  local kw="$work/keys" rekey_runs=${REKEY_RUNS:-5} backup_runs=${BACKUP_RUNS:-10}
+  mkdir -p "$kw"
+  cargo build --release --quiet -p secret --bin secret --example fill
+  local bin="$PWD/target/release/secret" fill="$PWD/target/release/examples/fill"
+  (
+    export USER=${USER:-$(id -un)} SECRET_IDENTITY_FILE="$kw/identity.txt"
+    unset SECRET_IDENTITY SECRET_PASSPHRASE
+    export SECRET_VAULT="$kw/rekey.db"
+    "$bin" init -q
+    echo "filling a vault with 100,000 versions (1,000 secrets x 100)..." >&2
+    "$fill" 1000 100
+    export SECRET_VAULT="$kw/backup.db"
+    "$bin" init -q
+    echo "filling a vault with 10,000 secrets (one version each)..." >&2
+    "$fill" 10000 1
+    "$bin" backup -q "$kw/b.age"
+    local load
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo
+    echo "machine: $(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    echo "vault files: $(du -h "$kw/rekey.db" | cut -f1) (100,000 versions), $(du -h "$kw/backup.db" | cut -f1) (10,000 secrets)"
+    echo "backup of 10,000 secrets: $(stat -c %s "$kw/b.age") bytes (vault file $(stat -c %s "$kw/backup.db") bytes)"
+    hyperfine -N --warmup 1 --runs "$rekey_runs" --export-markdown "$kw/rekey.md" \
+      -n "secret rekey (100,000 versions)" "$bin --vault $kw/rekey.db rekey -q" >&2
+    hyperfine -N --warmup 2 --runs "$backup_runs" --export-markdown "$kw/backup.md" \
+      -n "secret backup (10,000 secrets)" "$bin --vault $kw/backup.db backup -q --force $kw/b.age" \
+      -n "secret restore --force (10,000 secrets)" "$bin --vault $kw/restored.db restore -q --force $kw/b.age" \
+      -n "age -d of that backup" "age -d -i $kw/identity.txt -o $kw/plain.db $kw/b.age" >&2
+    echo "load average before: $load"
+    cat "$kw/rekey.md"
+    echo
+    cat "$kw/backup.md"
+    "$bin" --vault "$kw/rekey.db" audit verify -q >/dev/null && echo "(the 100,000-version vault still verifies after $((rekey_runs + 1)) rekeys)"
+  )
+}
+if [ "${1:-}" = keys ]; then
+  keys_bench
+  exit 0
+fi
 bin=$(bash scripts/build-release.sh "$work/secret")
 cargo build --release --quiet -p secret --bin secret
 dynamic="$PWD/target/release/secret"
@@ -49,6 +98,8 @@ hyperfine -N --warmup 30 --runs "$runs" --export-markdown "$work/cli.md" \
   -n "age -d (small file)" "age -d -i $work/age-key.txt $work/small.age" \
   -n "hello-world Rust" "$work/hello" >&2
 cat "$work/cli.md"
+echo
+keys_bench
 
 # --- The shipped binary: its size, and the instructions one `get` executes ------------
 # (valgrind's callgrind counts instructions: repeatable where timings drift). Set

@@ -37,14 +37,17 @@ use secret_core::model::{
 };
 use secret_core::render::{age, entry_json, rfc3339};
 use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
+use secret_server::backup::BackupOptions;
 use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
 mod daily;
 mod environment;
+mod keys;
 mod rotation;
 
 pub use environment::{Environment, Tuning};
+pub use keys::{BackupArgs, PassphraseCommand, RecipientsCommand, RestoreArgs};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -181,6 +184,28 @@ pub enum Command {
     },
     /// Print the manual page (roff): `secret man > /usr/local/share/man/man1/secret.1`.
     Man,
+    /// Write an age-encrypted, consistent snapshot of the vault to FILE (`-`: stdout).
+    Backup(BackupArgs),
+    /// Replace the vault with a proven backup (the replaced vault is kept aside).
+    ///
+    /// The backup is proven first: its vault key unwraps with your identity, its audit
+    /// chain verifies, every ciphertext opens. Until then nothing changes.
+    Restore(RestoreArgs),
+    /// Who can unlock the vault: list, add or remove age recipients.
+    Recipients {
+        #[command(subcommand)]
+        command: RecipientsCommand,
+    },
+    /// Add or remove the passphrase copy of the vault key.
+    Passphrase {
+        #[command(subcommand)]
+        command: PassphraseCommand,
+    },
+    /// Replace the vault key: every version re-encrypted, API tokens revoked.
+    ///
+    /// One transaction: a crash leaves the old key or the new one in force. The audit
+    /// chain stays verifiable across the change (the retired audit key is kept sealed).
+    Rekey,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +227,16 @@ pub struct ServeArgs {
     /// last entry of X-Forwarded-For, for the audit log and the failed-auth brake.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Write an age-encrypted backup into DIR every --backup-every (as `secret backup`).
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Time between scheduled backups.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, requires = "backup_dir")]
+    pub backup_every: std::time::Duration,
+    /// How many scheduled backups to keep in --backup-dir (the oldest go first).
+    #[arg(long, default_value_t = 7, value_name = "N", requires = "backup_dir",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +421,11 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
                 .map_err(io_error("cannot render the manual page"))?;
             stdout_result(io::stdout().write_all(&out))
         }
+        Command::Backup(args) => keys::backup(&ctx, args),
+        Command::Restore(args) => keys::restore(&ctx, args),
+        Command::Recipients { command } => keys::recipients(&ctx, command),
+        Command::Passphrase { command } => keys::passphrase(&ctx, command),
+        Command::Rekey => keys::rekey(&ctx),
     }
 }
 
@@ -405,6 +445,12 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
         );
         secret_core::policy::PolicySet::default()
     };
+    if args.backup_dir.is_some() && args.backup_every < std::time::Duration::from_secs(1) {
+        return Err(VaultError::Usage(format!(
+            "--backup-every {:?} is too short: give at least 1s (24h is the default)",
+            args.backup_every
+        )));
+    }
     let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
         tick: args.tick,
         engine: rotation::engine_options(ctx, secret_rotation::Trigger::Scheduler),
@@ -417,6 +463,13 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
             scheduler,
             shutdown_grace: args.shutdown_grace,
             trust_forwarded_for: args.trust_forwarded_for,
+            backup: args.backup_dir.map(|dir| BackupOptions {
+                dir,
+                every: args.backup_every,
+                keep: args.backup_keep as usize,
+                passphrase: ctx.env.passphrase.clone(),
+                scrypt_log_n: ctx.env.scrypt_log_n,
+            }),
         },
     };
     run_until_signal(command, policies, || ctx.open())
@@ -427,7 +480,7 @@ pub struct Context {
     pub(crate) vault_path: PathBuf,
     identity_flag: Option<PathBuf>,
     pub(crate) quiet: bool,
-    actor: Actor,
+    pub(crate) actor: Actor,
     pub(crate) policies_dir: PathBuf,
     pub(crate) env: Environment,
     /// The one clock every command reads.
@@ -511,7 +564,7 @@ impl Context {
     }
 
     /// Identities from `--identity`/`SECRET_IDENTITY_FILE`, `SECRET_IDENTITY`, or the default file.
-    fn identities(&self) -> Result<Option<Identities>, VaultError> {
+    pub(crate) fn identities(&self) -> Result<Option<Identities>, VaultError> {
         if let Some(path) = &self.identity_flag {
             return load_identity_file(path).map(Some);
         }
@@ -534,19 +587,23 @@ impl Context {
         )
     }
 
-    pub(crate) fn open(&self) -> Result<Vault, VaultError> {
-        if !self.vault_path.exists() {
-            return Err(VaultError::NoVault(self.vault_path.clone()));
-        }
-        let unlocker = Unlocker {
+    /// What the caller brings to unlock: identities, and a passphrase asked only if needed.
+    pub(crate) fn unlocker(&self) -> Result<Unlocker, VaultError> {
+        Ok(Unlocker {
             identities: self.identities()?,
             passphrase: Some({
                 let from_env = self.env.passphrase.clone();
                 Box::new(move || ask_passphrase(from_env, false))
             }),
             identity_hint: self.identity_hint(),
-        };
-        Vault::open(&self.vault_path, unlocker, self.actor.clone())
+        })
+    }
+
+    pub(crate) fn open(&self) -> Result<Vault, VaultError> {
+        if !self.vault_path.exists() {
+            return Err(VaultError::NoVault(self.vault_path.clone()));
+        }
+        Vault::open(&self.vault_path, self.unlocker()?, self.actor.clone())
     }
 }
 
@@ -574,7 +631,10 @@ fn load_identity_file(path: &Path) -> Result<Identities, VaultError> {
 }
 
 /// The passphrase from `SECRET_PASSPHRASE`, else asked on the terminal without echo.
-fn ask_passphrase(from_env: Option<SecretString>, confirm: bool) -> Result<SecretString, String> {
+pub(crate) fn ask_passphrase(
+    from_env: Option<SecretString>,
+    confirm: bool,
+) -> Result<SecretString, String> {
     if let Some(p) = from_env {
         return Ok(p);
     }

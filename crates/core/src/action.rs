@@ -41,6 +41,16 @@ pub enum Action {
     JwksRead,
     /// An API request refused before it reached the vault (bad token, brake).
     ApiRefused,
+    RecipientsList,
+    RecipientsAdd,
+    RecipientsRemove,
+    PassphraseAdd,
+    PassphraseRemove,
+    Backup,
+    Restore,
+    /// The vault key was replaced: the last entry under the old key (see
+    /// [`crate::audit::REKEY_ACTION`]).
+    Rekey,
 }
 
 impl Action {
@@ -81,6 +91,14 @@ impl Action {
             Action::TokenRevoke => "token.revoke",
             Action::JwksRead => "jwks.read",
             Action::ApiRefused => "api.refused",
+            Action::RecipientsList => "recipients.list",
+            Action::RecipientsAdd => "recipients.add",
+            Action::RecipientsRemove => "recipients.remove",
+            Action::PassphraseAdd => "passphrase.add",
+            Action::PassphraseRemove => "passphrase.remove",
+            Action::Backup => "backup",
+            Action::Restore => "restore",
+            Action::Rekey => crate::audit::REKEY_ACTION,
         }
     }
 
@@ -128,6 +146,12 @@ mod tests {
                 format!("rotate.{}", step.as_str())
             );
         }
+    }
+
+    #[test]
+    fn the_rekey_entry_is_the_one_the_verifier_switches_keys_at() {
+        assert_eq!(Action::Rekey.as_str(), "rekey");
+        assert_eq!(Action::Rekey.as_str(), crate::audit::REKEY_ACTION);
     }
 
     #[test]

@@ -20,18 +20,66 @@
 //! # Rekey
 //! Everything here takes the audit key as an argument. When `rekey` replaces the vault
 //! key, entries written before it stay verifiable only with the old audit key, so
-//! rekey must keep the retired audit key sealed under the new vault key (one row per
-//! key epoch) and record the epoch in the entries that follow; the verifier then
-//! switches keys at the rekey entry, whose MAC is still under the old key.
+//! rekey keeps the retired audit key sealed under the new vault key (one per key
+//! epoch; see [`EpochKeys`]). The rekey's own entry is the last one MACed under the
+//! old key, and its details name the epoch that follows (`{"epoch": N, ...}`): the
+//! verifier switches keys right after it. The switch is inside the chain, so it cannot
+//! be moved or forged without the old key, and a log that ends in an earlier epoch
+//! than the vault's is caught at the end.
 //!
 //! Never a value in here: where a value must be identifiable, `fingerprint` gives a
 //! keyed, truncated HMAC of it.
+
+use std::collections::BTreeMap;
 
 use crate::crypto::{hex, unhex, MacKey};
 
 const CHAIN_LABEL: &[u8] = b"secret/audit/v1";
 const HEAD_LABEL: &[u8] = b"secret/audit-head/v1";
 const MAC_LEN: usize = 32;
+
+/// The action of the entry that ends a key epoch.
+pub const REKEY_ACTION: &str = "rekey";
+
+/// The audit keys of every key epoch: the one in force and the retired ones.
+/// Epoch 1 is the key made at `init`; each rekey starts the next.
+pub struct EpochKeys<'k> {
+    current_epoch: u64,
+    current: &'k MacKey,
+    retired: BTreeMap<u64, MacKey>,
+}
+
+impl<'k> EpochKeys<'k> {
+    /// A vault that was never rekeyed.
+    pub fn single(current: &'k MacKey) -> Self {
+        Self::new(1, current, BTreeMap::new())
+    }
+
+    pub fn new(current_epoch: u64, current: &'k MacKey, retired: BTreeMap<u64, MacKey>) -> Self {
+        Self {
+            current_epoch,
+            current,
+            retired,
+        }
+    }
+
+    fn key(&self, epoch: u64) -> Option<&MacKey> {
+        if epoch == self.current_epoch {
+            Some(self.current)
+        } else {
+            self.retired.get(&epoch)
+        }
+    }
+}
+
+/// The epoch a rekey entry starts, from its details.
+fn epoch_started_by(entry: &Entry) -> Option<Option<u64>> {
+    if entry.action != REKEY_ACTION || entry.outcome != "ok" {
+        return None;
+    }
+    let details: serde_json::Value = serde_json::from_str(&entry.details).ok()?;
+    Some(details.get("epoch").and_then(|e| e.as_u64()))
+}
 
 /// One entry of the chain, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,9 +294,10 @@ pub struct Break {
     pub reason: String,
 }
 
-/// Checks the chain entry by entry, in sequence order.
+/// Checks the chain entry by entry, in sequence order, switching keys at each rekey.
 pub struct Verifier<'k> {
-    key: &'k MacKey,
+    keys: EpochKeys<'k>,
+    epoch: u64,
     next_seq: u64,
     prev_mac: Vec<u8>,
     expect: Option<ExpectedHead>,
@@ -256,9 +305,10 @@ pub struct Verifier<'k> {
 }
 
 impl<'k> Verifier<'k> {
-    pub fn new(key: &'k MacKey, expect: Option<ExpectedHead>) -> Self {
+    pub fn new(keys: EpochKeys<'k>, expect: Option<ExpectedHead>) -> Self {
         Self {
-            key,
+            keys,
+            epoch: 1,
             next_seq: 1,
             prev_mac: vec![0u8; MAC_LEN],
             expect,
@@ -282,14 +332,34 @@ impl<'k> Verifier<'k> {
                 reason,
             });
         }
-        if !self
-            .key
-            .verify(&chain_input(&self.prev_mac, entry), &entry.mac)
-        {
+        let Some(key) = self.keys.key(self.epoch) else {
+            return Err(Break {
+                seq: entry.seq,
+                reason: format!(
+                    "the audit key of key epoch {} is missing (its retired key was deleted)",
+                    self.epoch
+                ),
+            });
+        };
+        if !key.verify(&chain_input(&self.prev_mac, entry), &entry.mac) {
             return Err(Break {
                 seq: entry.seq,
                 reason: "its MAC does not match its contents and the entry before it (edited, inserted or reordered)".into(),
             });
+        }
+        if let Some(started) = epoch_started_by(entry) {
+            match started {
+                Some(next) if next == self.epoch + 1 => self.epoch = next,
+                _ => {
+                    return Err(Break {
+                        seq: entry.seq,
+                        reason: format!(
+                            "this rekey entry does not start key epoch {}",
+                            self.epoch + 1
+                        ),
+                    })
+                }
+            }
         }
         if let Some(expect) = &self.expect {
             if expect.seq == entry.seq {
@@ -327,8 +397,18 @@ impl<'k> Verifier<'k> {
                 reason: "the sealed head record is missing".into(),
             });
         };
+        if self.epoch != self.keys.current_epoch {
+            return Err(Break {
+                seq: last + 1,
+                reason: format!(
+                    "the log ends in key epoch {} but the vault is at epoch {} (entries from a rekey on were deleted)",
+                    self.epoch, self.keys.current_epoch
+                ),
+            });
+        }
         if !self
-            .key
+            .keys
+            .current
             .verify(&head_input(head.seq, &head.mac), &head.seal)
         {
             return Err(Break {
@@ -397,7 +477,7 @@ mod tests {
         head: &Head,
         expect: Option<ExpectedHead>,
     ) -> Result<u64, Break> {
-        let mut v = Verifier::new(key, expect);
+        let mut v = Verifier::new(EpochKeys::single(key), expect);
         for e in entries {
             v.feed(e)?;
         }
@@ -463,6 +543,53 @@ mod tests {
 
         let other = key();
         assert_eq!(verify(&other, &entries, &head, None).unwrap_err().seq, 1);
+    }
+
+    #[test]
+    fn a_chain_verifies_across_rekeys_and_catches_a_moved_or_dropped_switch() {
+        let k1 = key();
+        let k2 = key();
+        let k3 = key();
+        let mut head: Option<Head> = None;
+        let mut entries = vec![];
+        let mut push = |key: &MacKey, action: &str, details: &str, head: &mut Option<Head>| {
+            let mut e = entry(action);
+            e.details = details.into();
+            *head = Some(link(key, head.as_ref(), &mut e));
+            entries.push(e);
+        };
+        push(&k1, "set", "{}", &mut head);
+        push(&k1, REKEY_ACTION, r#"{"epoch":2}"#, &mut head);
+        push(&k2, "get", "{}", &mut head);
+        push(&k2, REKEY_ACTION, r#"{"epoch":3}"#, &mut head);
+        push(&k3, "get", "{}", &mut head);
+        let last = head.unwrap();
+        let head = seal_head(&k3, last.seq, &last.mac);
+        let retired = || BTreeMap::from([(1, k1.clone()), (2, k2.clone())]);
+        let run = |entries: &[Entry], keys: EpochKeys<'_>, head: &Head| {
+            let mut v = Verifier::new(keys, None);
+            for e in entries {
+                v.feed(e)?;
+            }
+            v.finish(Some(head))
+        };
+        assert_eq!(
+            run(&entries, EpochKeys::new(3, &k3, retired()), &head),
+            Ok(5)
+        );
+        // A retired key that is gone breaks verification where its epoch begins.
+        let only_two = BTreeMap::from([(1, k1.clone())]);
+        let err = run(&entries, EpochKeys::new(3, &k3, only_two), &head).unwrap_err();
+        assert_eq!(err.seq, 3);
+        // Cutting the log before the last rekey, with a head sealed back then, is caught.
+        let old_head = seal_head(&k2, 3, &entries[2].mac);
+        let err = run(&entries[..3], EpochKeys::new(3, &k3, retired()), &old_head).unwrap_err();
+        assert!(err.reason.contains("epoch 2"), "{}", err.reason);
+        // An edited rekey entry (its epoch changed) fails its own MAC.
+        let mut edited = entries.clone();
+        edited[1].details = r#"{"epoch":3}"#.into();
+        let err = run(&edited, EpochKeys::new(3, &k3, retired()), &head).unwrap_err();
+        assert_eq!(err.seq, 2);
     }
 
     #[test]

@@ -24,6 +24,16 @@
 //! 96-bit nonces to collide under one per-version key, which for the handful of
 //! seals a key ever sees is a chance of about 2^-96. `rekey` derives from a new
 //! vault key, so its seals are under different keys altogether.
+//!
+//! # Key epochs
+//! `rekey` replaces the vault key. The audit MAC key of each retired key (its
+//! *epoch*) is kept, sealed with AES-256-GCM under a key derived from the key in
+//! force, so entries MACed before the rekey still verify; nothing else of an old key
+//! survives it.
+//!
+//! # Backups
+//! A backup is a standard age file (X25519 recipients, or one scrypt passphrase) whose
+//! plaintext is the vault's SQLite file, so the plain `age -d` opens it.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -54,6 +64,9 @@ pub enum CryptoError {
     KeyDerivation,
     #[error("age: {0}")]
     Age(String),
+    /// An age file that is truncated, altered, or not an age file at all.
+    #[error("truncated, altered, or not an age file at all")]
+    NotIntact,
 }
 
 const KEY_LEN: usize = 32;
@@ -132,6 +145,7 @@ pub struct Sealed {
 }
 
 /// An HMAC-SHA256 key derived from the vault key for one purpose.
+#[derive(Clone)]
 pub struct MacKey(hmac::Key);
 
 impl fmt::Debug for MacKey {
@@ -160,6 +174,35 @@ const LABEL_KEY_CHECK: &[u8] = b"secret/v1/key-check";
 const LABEL_AUDIT_MAC: &[u8] = b"secret/v1/audit-mac";
 const LABEL_FINGERPRINT: &[u8] = b"secret/v1/fingerprint";
 const LABEL_TOKEN: &[u8] = b"secret/v1/token-hash";
+const LABEL_RETIRED: &[u8] = b"secret/v1/retired-audit-key";
+
+/// An HKDF output length, for keys that are exported as bytes.
+struct OkmLen(usize);
+
+impl hkdf::KeyType for OkmLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// The audit MAC key of a retired vault key (an earlier *key epoch*), kept after a
+/// rekey so that the entries MACed under it still verify. Zeroized on drop.
+pub struct RetiredAuditKey {
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl fmt::Debug for RetiredAuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RetiredAuditKey([redacted])")
+    }
+}
+
+impl RetiredAuditKey {
+    /// The MAC key that checks that epoch's entries.
+    pub fn mac_key(&self) -> MacKey {
+        MacKey(hmac::Key::new(hmac::HMAC_SHA256, self.bytes.as_ref()))
+    }
+}
 
 impl VaultKey {
     pub fn generate() -> Result<Self, CryptoError> {
@@ -210,6 +253,84 @@ impl VaultKey {
     /// The key that chains audit entries.
     pub fn audit_key(&self, vault_id: &[u8]) -> Result<MacKey, CryptoError> {
         self.mac_key(vault_id, LABEL_AUDIT_MAC)
+    }
+
+    /// This key's audit MAC key as bytes, to be sealed under the next key when a rekey
+    /// retires this one. The same key as [`VaultKey::audit_key`].
+    pub fn retire_audit_key(&self, vault_id: &[u8]) -> Result<RetiredAuditKey, CryptoError> {
+        let info = [LABEL_AUDIT_MAC];
+        let prk = self.prk(vault_id);
+        let okm = prk
+            .expand(&info, OkmLen(KEY_LEN))
+            .map_err(|_| CryptoError::KeyDerivation)?;
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        okm.fill(bytes.as_mut())
+            .map_err(|_| CryptoError::KeyDerivation)?;
+        Ok(RetiredAuditKey { bytes })
+    }
+
+    fn retired_slot(vault_id: &[u8], epoch: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(LABEL_RETIRED.len() + 4 + vault_id.len() + 8);
+        out.extend_from_slice(LABEL_RETIRED);
+        out.extend_from_slice(&(vault_id.len() as u32).to_be_bytes());
+        out.extend_from_slice(vault_id);
+        out.extend_from_slice(&epoch.to_be_bytes());
+        out
+    }
+
+    fn retired_key(&self, vault_id: &[u8]) -> Result<aead::LessSafeKey, CryptoError> {
+        let info = [LABEL_RETIRED];
+        let prk = self.prk(vault_id);
+        let okm = prk
+            .expand(&info, &aead::AES_256_GCM)
+            .map_err(|_| CryptoError::KeyDerivation)?;
+        Ok(aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+    }
+
+    /// Seals the retired audit key of `epoch` under this (newer) key. The associated
+    /// data binds the vault id and the epoch, so a sealed key moved to another epoch or
+    /// vault does not open.
+    pub fn seal_retired(
+        &self,
+        vault_id: &[u8],
+        epoch: u64,
+        retired: &RetiredAuditKey,
+    ) -> Result<Sealed, CryptoError> {
+        let key = self.retired_key(vault_id)?;
+        let nonce_bytes: [u8; NONCE_LEN] = random_array()?;
+        let nonce = aead::Nonce::assume_unique_for_key(nonce_bytes);
+        let mut buffer = retired.bytes.to_vec();
+        let aad = aead::Aad::from(Self::retired_slot(vault_id, epoch));
+        key.seal_in_place_append_tag(nonce, aad, &mut buffer)
+            .map_err(|_| CryptoError::DecryptionFailed)?;
+        Ok(Sealed {
+            nonce: nonce_bytes.to_vec(),
+            ciphertext: buffer,
+        })
+    }
+
+    /// Opens a retired audit key sealed by [`VaultKey::seal_retired`].
+    pub fn open_retired(
+        &self,
+        vault_id: &[u8],
+        epoch: u64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<RetiredAuditKey, CryptoError> {
+        let key = self.retired_key(vault_id)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| CryptoError::DecryptionFailed)?;
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let aad = aead::Aad::from(Self::retired_slot(vault_id, epoch));
+        let plain = key
+            .open_in_place(nonce, aad, buffer.as_mut_slice())
+            .map_err(|_| CryptoError::DecryptionFailed)?;
+        if plain.len() != KEY_LEN {
+            return Err(CryptoError::DecryptionFailed);
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        bytes.copy_from_slice(plain);
+        Ok(RetiredAuditKey { bytes })
     }
 
     /// The key that hashes API tokens before they are stored.
@@ -378,6 +499,110 @@ fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, CryptoError> {
 /// Checks that a string is an age X25519 recipient, returning its canonical form.
 pub fn canonical_recipient(text: &str) -> Result<String, CryptoError> {
     parse_recipient(text).map(|r| r.to_string())
+}
+
+/// Whom an age file (a backup) is encrypted to.
+pub enum AgeTo<'a> {
+    /// X25519 recipients (`age1...`); any one of their identities opens the file.
+    Recipients(&'a [String]),
+    /// One passphrase (scrypt); `log_n` overrides age's calibrated work factor.
+    Passphrase {
+        passphrase: &'a SecretString,
+        log_n: Option<u8>,
+    },
+}
+
+/// What opens an age file.
+pub enum AgeKey<'a> {
+    Identities(&'a Identities),
+    Passphrase(&'a SecretString),
+}
+
+/// Encrypts `plaintext` as one standard age file (what `age -e` writes) into `out`.
+pub fn age_encrypt(to: AgeTo<'_>, plaintext: &[u8], out: impl Write) -> Result<(), CryptoError> {
+    let encryptor = match to {
+        AgeTo::Recipients(recipients) => {
+            if recipients.is_empty() {
+                return Err(CryptoError::Age("no recipients to encrypt to".into()));
+            }
+            let parsed = recipients
+                .iter()
+                .map(|r| parse_recipient(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| CryptoError::Age(e.to_string()))?
+        }
+        AgeTo::Passphrase { passphrase, log_n } => {
+            let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
+            if let Some(n) = log_n.filter(|n| (1..64).contains(n)) {
+                recipient.set_work_factor(n);
+            }
+            age::Encryptor::with_recipients(std::iter::once(&recipient as _))
+                .map_err(|e| CryptoError::Age(e.to_string()))?
+        }
+    };
+    let mut writer = encryptor
+        .wrap_output(out)
+        .map_err(|e| CryptoError::Age(e.to_string()))?;
+    writer
+        .write_all(plaintext)
+        .map_err(|e| CryptoError::Age(e.to_string()))?;
+    writer
+        .finish()
+        .map_err(|e| CryptoError::Age(e.to_string()))?;
+    Ok(())
+}
+
+/// Whether an age file is encrypted to a passphrase (else to recipients).
+/// `NotIntact` when it is not an age file at all.
+pub fn age_needs_passphrase(file: &[u8]) -> Result<bool, CryptoError> {
+    let decryptor = age::Decryptor::new_buffered(file).map_err(|_| CryptoError::NotIntact)?;
+    Ok(decryptor.is_scrypt())
+}
+
+/// Decrypts a whole age file. A key that does not open it is `NoMatchingIdentity` or
+/// `WrongPassphrase`; a file that is truncated, altered or not age is `NotIntact`.
+pub fn age_decrypt(file: &[u8], key: AgeKey<'_>) -> Result<Vec<u8>, CryptoError> {
+    let decryptor = age::Decryptor::new_buffered(file).map_err(|_| CryptoError::NotIntact)?;
+    let reader = match key {
+        AgeKey::Identities(identities) => {
+            if decryptor.is_scrypt() {
+                return Err(CryptoError::NoMatchingIdentity);
+            }
+            decryptor
+                .decrypt(
+                    identities
+                        .identities
+                        .iter()
+                        .map(|i| i.as_ref() as &dyn age::Identity),
+                )
+                .map_err(|e| match e {
+                    age::DecryptError::NoMatchingKeys => CryptoError::NoMatchingIdentity,
+                    _ => CryptoError::NotIntact,
+                })?
+        }
+        AgeKey::Passphrase(passphrase) => {
+            if !decryptor.is_scrypt() {
+                return Err(CryptoError::WrongPassphrase);
+            }
+            let mut identity = age::scrypt::Identity::new(passphrase.clone());
+            identity.set_max_work_factor(30);
+            decryptor
+                .decrypt(std::iter::once(&identity as &dyn age::Identity))
+                .map_err(|e| match e {
+                    age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys => {
+                        CryptoError::WrongPassphrase
+                    }
+                    _ => CryptoError::NotIntact,
+                })?
+        }
+    };
+    let mut plaintext = Vec::with_capacity(file.len());
+    let mut reader = reader;
+    reader
+        .read_to_end(&mut plaintext)
+        .map_err(|_| CryptoError::NotIntact)?;
+    Ok(plaintext)
 }
 
 /// Identities parsed from an age identity file (or the `SECRET_IDENTITY` text).
@@ -659,6 +884,101 @@ mod tests {
             assert!(!shown.contains(&secret_part), "{shown}");
             assert!(shown.contains("redacted"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_retired_audit_key_is_the_audit_key_and_opens_only_in_its_epoch() {
+        let old = VaultKey::generate().unwrap();
+        let new = VaultKey::generate().unwrap();
+        let vid = [5u8; 16];
+        let retired = old.retire_audit_key(&vid).unwrap();
+        assert_eq!(
+            retired.mac_key().sign(b"entry"),
+            old.audit_key(&vid).unwrap().sign(b"entry")
+        );
+        let sealed = new.seal_retired(&vid, 1, &retired).unwrap();
+        let back = new
+            .open_retired(&vid, 1, &sealed.nonce, &sealed.ciphertext)
+            .unwrap();
+        assert_eq!(
+            back.mac_key().sign(b"m"),
+            old.audit_key(&vid).unwrap().sign(b"m")
+        );
+        assert!(new
+            .open_retired(&vid, 2, &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+        assert!(new
+            .open_retired(&[6u8; 16], 1, &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+        assert!(old
+            .open_retired(&vid, 1, &sealed.nonce, &sealed.ciphertext)
+            .is_err());
+        assert!(format!("{back:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn age_files_open_with_the_right_key_and_refuse_damage() {
+        let generated = generate_identity("x");
+        let ids = Identities::parse(&generated.file_text).unwrap();
+        let stranger = Identities::parse(&generate_identity("y").file_text).unwrap();
+        let data = vec![42u8; 200_000];
+        let mut file = Vec::new();
+        age_encrypt(
+            AgeTo::Recipients(std::slice::from_ref(&generated.recipient)),
+            &data,
+            &mut file,
+        )
+        .unwrap();
+        assert!(file.starts_with(b"age-encryption.org/v1\n"));
+        assert!(!age_needs_passphrase(&file).unwrap());
+        assert_eq!(age_decrypt(&file, AgeKey::Identities(&ids)).unwrap(), data);
+        assert!(matches!(
+            age_decrypt(&file, AgeKey::Identities(&stranger)),
+            Err(CryptoError::NoMatchingIdentity)
+        ));
+        let mut flipped = file.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 1;
+        assert!(matches!(
+            age_decrypt(&flipped, AgeKey::Identities(&ids)),
+            Err(CryptoError::NotIntact)
+        ));
+        for cut in [file.len() - 1, file.len() - 70_000, 30] {
+            assert!(matches!(
+                age_decrypt(&file[..cut], AgeKey::Identities(&ids)),
+                Err(CryptoError::NotIntact)
+            ));
+        }
+        assert!(matches!(
+            age_decrypt(b"SQLite format 3\0", AgeKey::Identities(&ids)),
+            Err(CryptoError::NotIntact)
+        ));
+
+        let pass = SecretString::from("backup pass".to_string());
+        let mut file = Vec::new();
+        age_encrypt(
+            AgeTo::Passphrase {
+                passphrase: &pass,
+                log_n: Some(10),
+            },
+            b"db",
+            &mut file,
+        )
+        .unwrap();
+        assert!(age_needs_passphrase(&file).unwrap());
+        assert_eq!(
+            age_decrypt(&file, AgeKey::Passphrase(&pass)).unwrap(),
+            b"db"
+        );
+        let wrong = SecretString::from("nope".to_string());
+        assert!(matches!(
+            age_decrypt(&file, AgeKey::Passphrase(&wrong)),
+            Err(CryptoError::WrongPassphrase)
+        ));
+        assert!(matches!(
+            age_decrypt(&file, AgeKey::Identities(&ids)),
+            Err(CryptoError::NoMatchingIdentity)
+        ));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! ```text
 //!  vault (the facade) ──► store (SQLite: every SQL statement, migrations/sqlite)
 //!    │                ├─► crypto (the only user of age and ring)
-//!    │                └─► audit (chain encoding, MACs, verification)
+//!    │                ├─► audit (chain encoding, MACs, verification)
+//!    │                └─► private_file (0600 files through an exclusive temp file)
 //!    └─ model · rotation_state · policy · scope · clock · error · render
 //! ```
 //!
@@ -18,7 +19,10 @@
 //!   boundary.
 //! - [`crypto`] wraps the vault key with age and seals values with AES-256-GCM (ring).
 //! - [`audit`] defines the entry encoding, the MAC chain, the sealed head, and
-//!   verification; [`vault`] decides what gets recorded, as an [`action::Action`].
+//!   verification (across key epochs); [`vault`] decides what gets recorded, as an
+//!   [`action::Action`].
+//! - The vault's keys and recovery (recipients, passphrase, rekey, backup, restore)
+//!   live in `vault::keys`; [`private_file`] writes the files they produce.
 //! - [`model`] holds validated names, version numbers and the value wrapper that keeps
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.
@@ -41,6 +45,7 @@ pub mod dotenv;
 pub mod error;
 pub mod model;
 pub mod policy;
+pub mod private_file;
 pub mod render;
 pub mod rotation_state;
 pub mod scope;

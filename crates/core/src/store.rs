@@ -40,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_rotation_checks",
         include_str!("../../../migrations/sqlite/0004_rotation_checks.sql"),
     ),
+    (
+        "0005_key_epochs",
+        include_str!("../../../migrations/sqlite/0005_key_epochs.sql"),
+    ),
 ];
 
 /// The schema version this build writes and understands.
@@ -162,6 +166,24 @@ pub struct SecretRow {
     pub current_version: Option<u64>,
     pub pending_version: Option<u64>,
     pub previous_version: Option<u64>,
+}
+
+/// The audit key of a retired key epoch, sealed under the key in force.
+pub struct RetiredKeyRow {
+    pub epoch: u64,
+    pub retired_at_ms: i64,
+    /// The rekey's audit entry: the last one MACed under this epoch's key.
+    pub retired_seq: u64,
+    pub nonce: Vec<u8>,
+    pub sealed_key: Vec<u8>,
+}
+
+/// One version's sealed bytes, as a rekey or a restore's proof reads them.
+pub struct SealedVersion {
+    pub name: String,
+    pub version: u64,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
 }
 
 /// One stored version. The sealed bytes are `None` once destroyed.
@@ -455,6 +477,54 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
+
+    /// A consistent copy of the whole vault as the bytes of one SQLite file, taken with
+    /// SQLite's online backup in a single step: one read transaction, so writers in
+    /// other processes (a running `serve`) neither wait for it nor tear it.
+    pub fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        let mut copy = Connection::open_in_memory()?;
+        {
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
+            step_to_completion(&backup)?;
+        }
+        let image = copy.serialize(rusqlite::DatabaseName::Main)?;
+        Ok(image.to_vec())
+    }
+
+    /// Replaces the whole content of the vault at `dest` with this one's, as one write
+    /// transaction on `dest` (SQLite's online backup into it): another process sees the
+    /// old vault or the new, and a crash leaves one or the other. Then folds the WAL
+    /// into the file.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), StoreError> {
+        let mut target = Self::open(dest)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut target.conn)?;
+            step_to_completion(&backup)?;
+        }
+        target.changed = true;
+        target.checkpoint_truncate()
+    }
+}
+
+/// Runs an online backup in one step (all pages under one lock), waiting out a busy
+/// peer for at most the busy timeout.
+fn step_to_completion(backup: &rusqlite::backup::Backup<'_, '_>) -> Result<(), StoreError> {
+    use rusqlite::backup::StepResult;
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match backup.step(-1)? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            StepResult::Busy | StepResult::Locked => {
+                if std::time::Instant::now() > deadline {
+                    return Err(StoreError::Busy);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // `StepResult` is non-exhaustive.
+            _ => {}
+        }
+    }
 }
 
 /// Shrinks SQLite's per-connection lookaside allocator from 48 KiB to 8 KiB, once, before
@@ -646,6 +716,62 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The key check of the vault key in force (it changes with every rekey).
+    pub fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT key_check FROM vault WHERE id = 1")?;
+        Ok(stmt.query_row([], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_key_check(&self, key_check: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE vault SET key_check = ?1 WHERE id = 1",
+            params![key_check],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_keyring(&self, kind: KeyringKind) -> Result<(), StoreError> {
+        self.0
+            .execute("DELETE FROM keyring WHERE kind = ?1", [kind.as_str()])?;
+        Ok(())
+    }
+
+    /// The audit keys of retired key epochs, oldest first.
+    pub fn retired_keys(&self) -> Result<Vec<RetiredKeyRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT epoch, retired_at, retired_seq, nonce, audit_key FROM retired_keys ORDER BY epoch",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RetiredKeyRow {
+                epoch: r.get::<_, i64>(0)? as u64,
+                retired_at_ms: r.get(1)?,
+                retired_seq: r.get::<_, i64>(2)? as u64,
+                nonce: r.get(3)?,
+                sealed_key: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts a retired epoch's key, or re-seals one already kept.
+    pub fn put_retired_key(&self, row: &RetiredKeyRow) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO retired_keys (epoch, retired_at, retired_seq, nonce, audit_key)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (epoch) DO UPDATE SET nonce = excluded.nonce, audit_key = excluded.audit_key",
+            params![
+                row.epoch as i64,
+                row.retired_at_ms,
+                row.retired_seq as i64,
+                row.nonce,
+                row.sealed_key
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn keyring(&self) -> Result<Vec<KeyringRow>, StoreError> {
         let mut stmt = self
             .0
@@ -785,6 +911,68 @@ impl Tx<'_> {
              WHERE name = ?1 AND version = ?2",
             params![name, version.get() as i64, now_ms],
         )?;
+        Ok(())
+    }
+
+    /// How many versions still hold sealed bytes (not destroyed).
+    pub fn count_sealed_versions(&self) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT COUNT(*) FROM versions WHERE ciphertext IS NOT NULL")?;
+        Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The next `limit` versions holding sealed bytes after `(name, version)` (from the
+    /// start when `None`), in (name, version) order: a rekey or a proof walks every
+    /// sealed version a page at a time.
+    pub fn sealed_versions_after(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: u64,
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT name, version, nonce, ciphertext FROM versions
+             WHERE ciphertext IS NOT NULL AND nonce IS NOT NULL
+               AND (?1 IS NULL OR (name, version) > (?1, ?2))
+             ORDER BY name, version LIMIT ?3",
+        )?;
+        let (name, version) = match after {
+            Some((n, v)) => (Some(n), v as i64),
+            None => (None, 0),
+        };
+        let rows = stmt.query_map(
+            params![name, version, limit.min(i64::MAX as u64) as i64],
+            |r| {
+                Ok(SealedVersion {
+                    name: r.get(0)?,
+                    version: r.get::<_, i64>(1)? as u64,
+                    nonce: r.get(2)?,
+                    ciphertext: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces one version's sealed bytes (a rekey re-encrypting it).
+    pub fn reseal_version(
+        &self,
+        name: &str,
+        version: u64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE versions SET nonce = ?3, ciphertext = ?4
+             WHERE name = ?1 AND version = ?2 AND ciphertext IS NOT NULL",
+        )?;
+        let n = stmt.execute(params![name, version as i64, nonce, ciphertext])?;
+        if n != 1 {
+            return Err(StoreError::Corrupt {
+                table: "versions",
+                reason: format!("version {version} of {name} vanished while it was re-encrypted"),
+            });
+        }
         Ok(())
     }
 
@@ -1035,6 +1223,15 @@ impl Tx<'_> {
         Ok(n > 0)
     }
 
+    /// Revokes every token not yet revoked; returns how many.
+    pub fn revoke_all_tokens(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let n = self.0.execute(
+            "UPDATE tokens SET revoked_at = ?1 WHERE revoked_at IS NULL",
+            params![now_ms],
+        )?;
+        Ok(n as u64)
+    }
+
     pub fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         let mut stmt = self
             .0
@@ -1113,6 +1310,24 @@ impl Tx<'_> {
         )?;
         head_stmt.execute(params![head.seq as i64, head.mac, head.seal])?;
         Ok(())
+    }
+
+    /// Moves the head record (a rekey re-seals it under the new audit key).
+    pub fn set_audit_head(&self, head: &Head) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
+        )?;
+        stmt.execute(params![head.seq as i64, head.mac, head.seal])?;
+        Ok(())
+    }
+
+    /// The entry with sequence number `seq`.
+    pub fn audit_entry(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq = ?1"
+        ))?;
+        Ok(stmt.query_row([seq as i64], entry_row).optional()?)
     }
 
     /// Calls `f` on every entry in sequence order, stopping at its first error.
@@ -1391,6 +1606,88 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    fn vault_row(id: u8) -> VaultRow {
+        VaultRow {
+            vault_id: vec![id; 16],
+            key_check: vec![id; 32],
+            created_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_a_whole_database_and_copy_into_replaces_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.db");
+        let b = dir.path().join("b.db");
+        let mut store_a = Store::create(&a).unwrap();
+        store_a
+            .write(|tx| tx.insert_vault_row(&vault_row(1)))
+            .unwrap();
+        let mut store_b = Store::create(&b).unwrap();
+        store_b
+            .write(|tx| tx.insert_vault_row(&vault_row(2)))
+            .unwrap();
+
+        let image = store_a.snapshot().unwrap();
+        assert!(image.starts_with(b"SQLite format 3\0"));
+        let copy = dir.path().join("copy.db");
+        fs::write(&copy, &image).unwrap();
+        let mut from_image = Store::open(&copy).unwrap();
+        let row = from_image.read(|tx| tx.vault_row()).unwrap().unwrap();
+        assert_eq!(row.vault_id, vec![1; 16]);
+
+        drop(store_b);
+        store_a.copy_into(&b).unwrap();
+        let mut store_b = Store::open(&b).unwrap();
+        let row = store_b.read(|tx| tx.vault_row()).unwrap().unwrap();
+        assert_eq!(row.vault_id, vec![1; 16]);
+        assert_eq!(store_b.user_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn sealed_versions_come_a_page_at_a_time_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("v.db")).unwrap();
+        store
+            .write(|tx| {
+                for name in ["B", "A"] {
+                    tx.save_secret(&SecretRow {
+                        name: name.into(),
+                        description: None,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                        deleted_at_ms: None,
+                        latest_version: 3,
+                        current_version: Some(3),
+                        pending_version: None,
+                        previous_version: Some(2),
+                    })?;
+                    for v in 1..=3 {
+                        let n = VersionNumber::new(v).unwrap();
+                        tx.insert_version(name, n, 0, &[v as u8; 12], b"ct", "{}")?;
+                    }
+                }
+                tx.destroy_version("A", VersionNumber::new(2).unwrap(), 1)
+            })
+            .unwrap();
+        let mut seen = vec![];
+        store
+            .read(|tx| {
+                assert_eq!(tx.count_sealed_versions()?, 5);
+                let mut after: Option<(String, u64)> = None;
+                loop {
+                    let page =
+                        tx.sealed_versions_after(after.as_ref().map(|(n, v)| (n.as_str(), *v)), 2)?;
+                    let Some(last) = page.last() else { break };
+                    after = Some((last.name.clone(), last.version));
+                    seen.extend(page.iter().map(|s| format!("{}{}", s.name, s.version)));
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(seen, ["A1", "A3", "B1", "B2", "B3"]);
     }
 
     #[test]

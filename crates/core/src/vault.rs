@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use crate::action::Action;
-use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent, Verifier};
+use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent};
 use crate::clock::Clock;
 use crate::crypto::{self, CryptoError, Identities, MacKey, ValueSlot, VaultKey, VAULT_ID_LEN};
 use crate::error::VaultError;
@@ -29,8 +29,13 @@ pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 
 mod api;
 mod bulk;
+mod keys;
 pub use api::{ApiCall, CallError, Op, Reply};
 pub use bulk::Imported;
+pub use keys::{
+    BackupEncryption, BackupReport, BackupTarget, KeyringInfo, Proof, RekeyOptions, RekeyReport,
+    RestoreOptions, RestoreReport,
+};
 
 /// A lazily asked passphrase: called only when the vault has a passphrase copy of its
 /// key and no identity opened it.
@@ -73,6 +78,8 @@ pub struct VerifyReport {
 
 struct Keys {
     vault_id: Vec<u8>,
+    /// The key check of `key`: the vault row holds it while this key is in force.
+    check: Vec<u8>,
     /// Seals and opens values.
     key: VaultKey,
     audit: MacKey,
@@ -117,11 +124,12 @@ fn audit_write_error(e: StoreError) -> VaultError {
     VaultError::AuditWrite(e.to_string())
 }
 
-/// Appends one entry in `tx` and returns the new head.
+/// Appends one entry in `tx` and returns the new head. Refuses when the vault key in
+/// force is no longer this process's (see [`Keys::ensure_in_force`]).
 #[allow(clippy::too_many_arguments)]
 fn append(
     tx: &Tx<'_>,
-    key: &MacKey,
+    keys: &Keys,
     actor: &Actor,
     at_ms: i64,
     action: &str,
@@ -130,6 +138,7 @@ fn append(
     outcome: &str,
     details: &serde_json::Value,
 ) -> Result<Head, VaultError> {
+    keys.ensure_in_force(tx)?;
     let head = tx.audit_head().map_err(audit_write_error)?;
     let mut entry = Entry {
         seq: 0,
@@ -144,7 +153,7 @@ fn append(
         details: details.to_string(),
         mac: Vec::new(),
     };
-    let new_head = audit::link(key, head.as_ref(), &mut entry);
+    let new_head = audit::link(&keys.audit, head.as_ref(), &mut entry);
     tx.append_audit(&entry, &new_head)
         .map_err(audit_write_error)?;
     Ok(new_head)
@@ -420,7 +429,7 @@ impl Vault {
             }
             append(
                 tx,
-                &keys.audit,
+                &keys,
                 &actor,
                 now,
                 Action::Init.as_str(),
@@ -530,7 +539,7 @@ impl Vault {
                 }
                 head = Some(append(
                     tx,
-                    &keys.audit,
+                    keys,
                     &actor,
                     event.at_ms,
                     &event.action,
@@ -560,12 +569,15 @@ impl Vault {
         let actor = &self.actor;
         let clock = &self.clock;
         let result = self.store.write_with(action.durability(), |tx| {
+            // Before the operation, so a stale key is reported as such, not as a
+            // ciphertext that does not open.
+            keys.ensure_in_force(tx)?;
             // Read under the write lock: entry times never go backwards against `seq`.
             let at = clock.now_ms();
             let done = op(tx, keys, at)?;
             let head = append(
                 tx,
-                &keys.audit,
+                keys,
                 actor,
                 at,
                 action.as_str(),
@@ -621,7 +633,7 @@ impl Vault {
             let at = clock.now_ms();
             append(
                 tx,
-                &keys.audit,
+                keys,
                 actor,
                 at,
                 action.as_str(),
@@ -803,21 +815,7 @@ impl Vault {
     ) -> Result<VerifyReport, VaultError> {
         let expected_text = expect.as_ref().map(|e| audit::format_head(e.seq, &e.mac));
         let verified = self.audited(Action::AuditVerify, None, |tx, keys, _now| {
-            let mut verifier = Verifier::new(&keys.audit, expect);
-            let fed = tx.for_each_audit(|entry| {
-                verifier.feed(&entry).map_err(|b| VaultError::AuditBroken {
-                    seq: b.seq,
-                    reason: b.reason,
-                })
-            });
-            fed?;
-            let head = tx.audit_head()?;
-            let count = verifier
-                .finish(head.as_ref())
-                .map_err(|b| VaultError::AuditBroken {
-                    seq: b.seq,
-                    reason: b.reason,
-                })?;
+            let count = keys::verify_chain_in(tx, keys, expect)?;
             Ok(Done::new(
                 count,
                 None,
@@ -1150,7 +1148,7 @@ impl Vault {
             details["status"] = json!(status);
             append(
                 tx,
-                &keys.audit,
+                keys,
                 actor,
                 at,
                 action.as_str(),
@@ -1230,8 +1228,24 @@ impl Vault {
 }
 
 impl Keys {
+    /// A process that opened the vault before another process rekeyed or restored it
+    /// holds a key that is no longer in force: whatever it sealed or chained now could
+    /// not be read or verified. Every audit append (so every change) checks this
+    /// first, inside its transaction.
+    fn ensure_in_force(&self, tx: &Tx<'_>) -> Result<(), VaultError> {
+        match tx.key_check()? {
+            Some(check) if check == self.check => Ok(()),
+            _ => Err(VaultError::Locked(
+                "its key was replaced (by `secret rekey` or `secret restore` in another \
+                 process) after this process opened it; open it again (restart `secret serve`)"
+                    .into(),
+            )),
+        }
+    }
+
     fn derive(vault_id: Vec<u8>, key: VaultKey) -> Result<Self, CryptoError> {
         Ok(Self {
+            check: key.key_check(&vault_id)?.to_vec(),
             audit: key.audit_key(&vault_id)?,
             fingerprint: audit::Fingerprinter::new(key.fingerprint_key(&vault_id)?),
             token: key.token_key(&vault_id)?,

@@ -6,7 +6,8 @@
 //! ```text
 //!  serve ─┬─► api (axum: routes, auth, errors, OpenAPI) ─► service (the vault thread,
 //!         │                                                 group-committed calls)
-//!         └─► scheduler (its own thread and vault connection) ─► secret_rotation::Engine
+//!         ├─► scheduler (its own thread and vault connection) ─► secret_rotation::Engine
+//!         └─► backup (scheduled backups: a blocking thread, its own vault connection)
 //!  metrics (one registry both write)     clock (tokio time for paused-clock tests)
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! - [`service`] runs the API's vault on one thread and batches concurrent calls into
 //!   shared commits.
 //! - [`scheduler`] decides what is due and hands it to the rotation engine.
+//! - [`backup`] writes an age-encrypted snapshot every period and keeps the newest N.
 //!
 //! It depends on `secret-core` and `secret-rotation`, never on the CLI.
 
@@ -24,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api;
+pub mod backup;
 pub mod clock;
 pub mod metrics;
 pub mod scheduler;

@@ -25,6 +25,11 @@ pub struct SecretLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
     pub status: String,
@@ -62,6 +67,11 @@ pub struct Metrics {
     pub audit_chain_ok: Gauge,
     pub scheduler_last_run: Gauge<f64, AtomicU64>,
     pub scheduler_leader: Gauge,
+    /// When `--backup-dir` last got a backup (unix seconds; 0 before the first).
+    pub backup_last_success: Gauge<f64, AtomicU64>,
+    /// `--backup-every` in seconds; 0 when serve takes no backups.
+    pub backup_interval: Gauge<f64, AtomicU64>,
+    pub backups: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,6 +99,9 @@ impl Metrics {
             audit_chain_ok: Gauge::default(),
             scheduler_last_run: Gauge::default(),
             scheduler_leader: Gauge::default(),
+            backup_last_success: Gauge::default(),
+            backup_interval: Gauge::default(),
+            backups: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,6 +151,26 @@ impl Metrics {
                 "1 when this process holds the scheduler lease",
                 m.scheduler_leader.clone(),
             );
+            r.register(
+                "secret_backup_last_success_timestamp_seconds",
+                "When the last scheduled backup was written (unix seconds; 0: none yet)",
+                m.backup_last_success.clone(),
+            );
+            r.register(
+                "secret_backup_interval_seconds",
+                "The scheduled backup period (0: serve takes no backups)",
+                m.backup_interval.clone(),
+            );
+            r.register(
+                "secret_backups",
+                "Scheduled backups by outcome",
+                m.backups.clone(),
+            );
+        }
+        for outcome in ["ok", "failed"] {
+            let _ = m.backups.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
         }
         m
     }
@@ -164,6 +197,14 @@ impl Metrics {
                 secret: secret.into(),
             })
             .observe(seconds);
+    }
+
+    pub fn backup_ended(&self, outcome: &str) {
+        self.backups
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn request(&self, route: &str, status: u16) {
@@ -222,6 +263,9 @@ mod tests {
             "secret_audit_chain_ok",
             "secret_scheduler_last_run_timestamp_seconds",
             "secret_scheduler_leader",
+            "secret_backup_last_success_timestamp_seconds",
+            "secret_backup_interval_seconds",
+            "secret_backups_total",
         ] {
             assert!(exported.contains(name), "{name} missing from:\n{text}");
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::backup::{self, BackupOptions};
 use crate::metrics::Metrics;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::service::{ServeState, VaultService};
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Client addresses from `X-Forwarded-For` (one trusted proxy in front).
     pub trust_forwarded_for: bool,
+    /// `None`: no scheduled backups.
+    pub backup: Option<BackupOptions>,
 }
 
 /// Serves on `listener` until `shutdown` turns true.
@@ -45,9 +48,28 @@ pub async fn serve(
         scheduler: scheduler_options,
         shutdown_grace,
         trust_forwarded_for,
+        backup: backup_options,
     } = options;
     let policies = Arc::new(policies);
     let metrics = Arc::new(Metrics::new());
+    let backup_task = match backup_options {
+        Some(options) => {
+            let mut backup_vault = vault.another_connection()?;
+            backup::check(&mut backup_vault, &options)?;
+            backup_vault.set_actor(secret_core::audit::Actor {
+                name: "serve:backup".into(),
+                pid: Some(std::process::id()),
+                request_id: secret_core::crypto::hex(&secret_core::crypto::random_array::<8>()?),
+            });
+            Some(tokio::spawn(backup::run(
+                backup_vault,
+                options,
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let (rotate_tx, rotate_rx) = mpsc::channel(256);
     let scheduler_thread = match scheduler_options {
         Some(options) => {
@@ -132,6 +154,10 @@ pub async fn serve(
                 "the scheduler is still in a pass; leaving it to be resumed at the next start"
             );
         }
+    }
+    if let Some(task) = backup_task {
+        // A backup in progress finishes (its file appears whole or not at all).
+        let _ = tokio::time::timeout(shutdown_grace, task).await;
     }
     drop(vault_thread);
     Ok(())

@@ -3,9 +3,11 @@
 //! environment, and asserts on what a user sees: exit codes, output, files on disk.
 
 mod audit;
+mod backup;
 mod daily;
 mod interop;
 mod jwks;
+mod keys;
 mod rotation;
 mod serve;
 mod util;

@@ -185,3 +185,88 @@ pub fn have(cmd: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// The identity file of a vault made by `TestEnv::init`, parsed.
+fn identities_of(path: &Path) -> secret_core::crypto::Identities {
+    let text = std::fs::read_to_string(path).unwrap();
+    secret_core::crypto::Identities::parse(&secrecy::SecretString::from(text)).unwrap()
+}
+
+/// Opens the vault in this test process, as the tests' own instrument (like `sql`):
+/// filling a vault through a `secret set` process per value would take minutes.
+pub fn open_in_process(vault: &Path, identity: &Path) -> secret_core::vault::Vault {
+    use secret_core::vault::{Unlocker, Vault};
+    let actor = secret_core::audit::Actor {
+        name: "user:test-harness".into(),
+        pid: Some(std::process::id()),
+        request_id: "harness".into(),
+    };
+    let unlocker = Unlocker {
+        identities: Some(identities_of(identity)),
+        passphrase: None,
+        identity_hint: String::new(),
+    };
+    Vault::open(vault, unlocker, actor).unwrap()
+}
+
+/// The value `fill` gives version `v` of secret `s`.
+pub fn fill_value(s: usize, v: usize) -> String {
+    format!("fill-value-{s}-{v}")
+}
+
+impl TestEnv {
+    /// Writes `secrets` secrets (`FILL_0`...) with `versions` versions each, a thousand
+    /// writes per transaction through the vault's batch path (what `serve` uses).
+    pub fn fill(&self, secrets: usize, versions: usize) {
+        use secret_core::model::SecretValue;
+        use secret_core::vault::{ApiCall, Op};
+        let mut vault = open_in_process(&self.vault, &self.identity);
+        let (row, token) = vault
+            .create_token("fill", &["admin".to_string()], None)
+            .unwrap();
+        let mut calls = Vec::new();
+        let mut flush = |calls: &mut Vec<ApiCall>| {
+            for reply in vault.serve_batch(calls) {
+                reply.unwrap();
+            }
+            calls.clear();
+        };
+        for v in 1..=versions {
+            for s in 0..secrets {
+                let value = zeroize::Zeroizing::new(fill_value(s, v).into_bytes());
+                calls.push(ApiCall {
+                    token: Some(token.clone()),
+                    remote: "test".into(),
+                    request_id: "fill".into(),
+                    op: Op::Write {
+                        name: format!("FILL_{s}"),
+                        value: SecretValue::from_bytes(value, false),
+                        if_version: None,
+                    },
+                });
+                if calls.len() == 1000 {
+                    flush(&mut calls);
+                }
+            }
+        }
+        flush(&mut calls);
+        vault.revoke_token(&row.id).unwrap();
+    }
+
+    /// Reads every version `fill` wrote and checks its value.
+    pub fn check_filled(&self, secrets: usize, versions: usize) {
+        use secret_core::model::{VersionNumber, VersionSelector};
+        let mut vault = open_in_process(&self.vault, &self.identity);
+        for s in 0..secrets {
+            for v in 1..=versions {
+                let got = vault
+                    .get(
+                        &format!("FILL_{s}"),
+                        VersionSelector::Number(VersionNumber::new(v as u64).unwrap()),
+                    )
+                    .unwrap_or_else(|e| panic!("FILL_{s} version {v}: {e}"));
+                assert_eq!(got.value.expose(), fill_value(s, v));
+            }
+        }
+    }
+}

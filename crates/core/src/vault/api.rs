@@ -588,7 +588,7 @@ impl Vault {
                 let secret = secret.filter(|s| SecretName::new(s).is_ok());
                 append(
                     tx,
-                    &keys.audit,
+                    keys,
                     &actor,
                     at,
                     action.as_str(),
@@ -613,10 +613,12 @@ impl Vault {
         }
     }
 
-    /// Whether the store takes writes (for `/readyz`).
+    /// Whether the store takes writes, under the key this process holds (for `/readyz`:
+    /// a vault rekeyed or restored by another process is not ready until serve restarts).
     pub fn check_writable(&mut self) -> Result<(), VaultError> {
+        let keys = &self.keys;
         self.store
-            .write_with(Durability::Committed, |_| Ok::<_, VaultError>(()))
+            .write_with(Durability::Committed, |tx| keys.ensure_in_force(tx))
     }
 }
 

@@ -56,7 +56,7 @@ impl Vault {
                 }
                 head = Some(append(
                     tx,
-                    &keys.audit,
+                    keys,
                     actor,
                     now,
                     Action::Set.as_str(),
@@ -135,7 +135,7 @@ impl Vault {
                 let revealed = read_in(tx, keys, name, VersionSelector::Label(Label::Current))?;
                 head = Some(append(
                     tx,
-                    &keys.audit,
+                    keys,
                     actor,
                     now,
                     Action::Get.as_str(),
