@@ -15,6 +15,13 @@
 #   secret backup   a vault of 10,000 secrets: time, and the size of the age file
 #   secret restore  that backup, proven (unlock, chain, every ciphertext) and restored
 #
+# and another (`bash scripts/bench.sh daily`):
+#
+#   secret import   10,000 dotenv lines into a fresh vault (one transaction, 10,000
+#                   audited sets)
+#   secret run      `secret run -- /bin/true` against a bare `/bin/true`: the cost of
+#                   reading and auditing the values before the exec
+#
 # Needs hyperfine and age (apt-get install hyperfine age). Prints markdown tables;
 # BENCHMARKS.md records the figures with the machine they came from.
 set -euo pipefail
@@ -67,6 +74,41 @@ keys_bench() {
 }
 if [ "${1:-}" = keys ]; then
   keys_bench
+  exit 0
+fi
+
+# --- daily use: import of 10,000 lines, run's overhead over a bare exec --------------
+daily_bench() {
+  local dw="$work/daily"
+  mkdir -p "$dw"
+  local bin
+  bin=$(bash scripts/build-release.sh "$dw/secret")
+  (
+    export USER=${USER:-$(id -un)} SECRET_IDENTITY_FILE="$dw/identity.txt"
+    unset SECRET_IDENTITY SECRET_PASSPHRASE
+    "$bin" --vault "$dw/empty.db" init -q
+    for i in $(seq 1 10000); do
+      printf "SECRET_%s='value-%s-%s'\n" "$i" "$i" "$RANDOM$RANDOM$RANDOM"
+    done > "$dw/big.env"
+    "$bin" --vault "$dw/run.db" init -q
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+      printf 'value-%s' "$i" | "$bin" --vault "$dw/run.db" set -q "RUN_$i"
+    done
+    echo "machine: $(nproc) cores, $(uname -sr); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    hyperfine --runs "${IMPORT_RUNS:-5}" --export-markdown "$dw/import.md" \
+      --prepare "rm -f $dw/v.db $dw/v.db-wal $dw/v.db-shm; cp $dw/empty.db $dw/v.db" \
+      -n "secret import (10,000 dotenv lines)" "$bin --vault $dw/v.db import -q $dw/big.env" >&2
+    hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-markdown "$dw/run.md" \
+      -n "secret run -- /bin/true (10 secrets, read audited)" "$bin --vault $dw/run.db run -- /bin/true" \
+      -n "/bin/true" "/bin/true" \
+      -n "secret get (for scale)" "$bin --vault $dw/run.db get RUN_1" >&2
+    cat "$dw/import.md"
+    echo
+    cat "$dw/run.md"
+  )
+}
+if [ "${1:-}" = daily ]; then
+  daily_bench
   exit 0
 fi
 bin=$(bash scripts/build-release.sh "$work/secret")
