@@ -39,6 +39,10 @@ pub enum Action {
     JwksRead,
     /// An API request refused before it reached the vault (bad token, brake).
     ApiRefused,
+    /// A comparison of what the targets hold with the vault (`secret drift`, `serve`).
+    DriftCheck,
+    /// The vault's values pushed to a target that drifted (`secret drift --fix`).
+    DriftFix,
 }
 
 impl Action {
@@ -78,6 +82,8 @@ impl Action {
             Action::TokenRevoke => "token.revoke",
             Action::JwksRead => "jwks.read",
             Action::ApiRefused => "api.refused",
+            Action::DriftCheck => "drift.check",
+            Action::DriftFix => "drift.fix",
         }
     }
 
@@ -96,7 +102,8 @@ impl Action {
             | Action::Plan
             | Action::RotationsRead
             | Action::RotateDryRun
-            | Action::PolicyCheck => Durability::Committed,
+            | Action::PolicyCheck
+            | Action::DriftCheck => Durability::Committed,
             _ => Durability::Synced,
         }
     }
@@ -132,5 +139,8 @@ mod tests {
         assert_eq!(Action::Get.durability(), Durability::Committed);
         assert_eq!(Action::Set.durability(), Durability::Synced);
         assert_eq!(Action::Rotate(Step::Push).durability(), Durability::Synced);
+        // A drift check reads; a fix changes what a target holds.
+        assert_eq!(Action::DriftCheck.durability(), Durability::Committed);
+        assert_eq!(Action::DriftFix.durability(), Durability::Synced);
     }
 }

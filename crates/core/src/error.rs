@@ -43,6 +43,9 @@ pub enum VaultError {
     /// A rotation pass that did not fully succeed; `code` is its exit code.
     #[error("{summary}")]
     Rotation { code: u8, summary: String },
+    /// `secret drift` found a target that does not hold what the vault says it should.
+    #[error("{0}")]
+    Drift(String),
 }
 
 /// Documented exit codes (README, `secret --help`).
@@ -55,6 +58,8 @@ pub mod exit {
     pub const LOCKED: u8 = 5;
     pub const ROTATION_FAILED: u8 = 6;
     pub const INTEGRITY: u8 = 7;
+    /// `secret drift`: a target differs from the vault, or lacks a variable.
+    pub const DRIFT: u8 = 8;
 }
 
 impl VaultError {
@@ -67,6 +72,7 @@ impl VaultError {
             VaultError::Locked(_) => exit::LOCKED,
             VaultError::Integrity(_) | VaultError::AuditBroken { .. } => exit::INTEGRITY,
             VaultError::Rotation { code, .. } => *code,
+            VaultError::Drift(_) => exit::DRIFT,
             VaultError::NoVault(_)
             | VaultError::AuditWrite(_)
             | VaultError::Store(_)
@@ -93,6 +99,7 @@ impl VaultError {
             VaultError::Crypto(_) => "crypto",
             VaultError::Io(_) => "io",
             VaultError::Rotation { .. } => "rotation_failed",
+            VaultError::Drift(_) => "drift",
         }
     }
 }

@@ -28,7 +28,9 @@ use crate::store::{Durability, KeyringKind, KeyringRow, Store, StoreError, Tx, V
 pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 
 mod api;
+mod drift;
 pub use api::{ApiCall, CallError, Op, Reply};
+pub use drift::{SecretPrints, VersionPrint};
 
 /// A lazily asked passphrase: called only when the vault has a passphrase copy of its
 /// key and no identity opened it.

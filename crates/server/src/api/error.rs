@@ -125,7 +125,8 @@ fn vault_parts(e: &VaultError) -> (StatusCode, &'static str, String, Option<Stri
         | VaultError::Store(_)
         | VaultError::Crypto(_)
         | VaultError::Io(_)
-        | VaultError::Rotation { .. } => (
+        | VaultError::Rotation { .. }
+        | VaultError::Drift(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             INTERNAL.into(),
