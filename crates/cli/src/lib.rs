@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// last entry of X-Forwarded-For, for the audit log and the failed-auth brake.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Time between drift checks of the targets (secret_drift in /metrics); 0 turns
+    /// them off. Run by the scheduler that holds the lease.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub drift_every: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -375,6 +379,7 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
     };
     let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
         tick: args.tick,
+        drift_every: (!args.drift_every.is_zero()).then_some(args.drift_every),
         engine: rotation::engine_options(ctx, secret_rotation::Trigger::Scheduler),
         ..Default::default()
     });
