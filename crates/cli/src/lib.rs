@@ -7,6 +7,7 @@
 //! ```text
 //!  main.rs ─► lib.rs (clap definitions, vault commands, audit, tokens)
 //!               ├─► rotation.rs (rotate, rotations, plan, policy check) ─► secret_rotation
+//!               ├─► drift.rs (drift [--fix]: targets against the vault) ─► secret_rotation
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
@@ -40,6 +41,7 @@ use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
 use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
+mod drift;
 mod environment;
 mod rotation;
 
@@ -55,6 +57,7 @@ Exit codes:
   5  vault locked (wrong identity or passphrase)
   6  rotation failed (and was rolled back)
   7  integrity failure (tampered ciphertext or audit chain)
+  8  drift found (`secret drift`: a target differs from the vault)
 
 Environment:
   SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)
@@ -166,6 +169,20 @@ pub enum Command {
     },
     /// Run the HTTP API and the rotation scheduler until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Compare what each target holds with the vault, by fingerprint (never values).
+    /// Exit 8 when a variable differs, is missing or should not be there.
+    Drift(DriftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// JSON: an array with one object per finding (with --fix: {"found","fixed","after"}).
+    #[arg(long)]
+    pub json: bool,
+    /// Push the vault's values where a target drifted (one upsert and one deploy per
+    /// service, one write per dotenv file), then check again.
+    #[arg(long)]
+    pub fix: bool,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +375,7 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
         } => rotation::policy_check(&ctx, dir),
         Command::Token { command } => token_command(&ctx, command),
         Command::Serve(args) => serve(&ctx, args),
+        Command::Drift(args) => drift::drift(&ctx, args),
     }
 }
 
