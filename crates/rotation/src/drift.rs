@@ -409,7 +409,13 @@ impl Drift {
     ) -> Result<Vec<Fix>, VaultError> {
         // What the vault expects now, under the locks: a rotation may have moved on
         // since the check.
-        let (now, _) = expectations(vault, &self.policies)?;
+        let (now, prints) = expectations(vault, &self.policies)?;
+        let readable = |f: &Finding| match f.expect {
+            Expect::Current(Some(v)) | Expect::Previous(v) => prints
+                .get(&f.secret)
+                .is_some_and(|p| p.of_version(v).is_some()),
+            _ => true,
+        };
         let now: BTreeMap<(&str, &str), &Expect> = now
             .iter()
             .map(|w| ((w.target.as_str(), w.variable.as_str()), &w.expect))
@@ -429,6 +435,8 @@ impl Drift {
                 Some("the vault changed since the check (a rotation moved on); run `secret drift` again")
             } else if f.expect == Expect::Current(None) {
                 Some("the vault holds no value to push")
+            } else if !readable(f) {
+                Some("the vault's version was destroyed: nothing to push")
             } else {
                 None
             };
@@ -654,6 +662,15 @@ fn classify(w: &Wanted, prints: Option<&SecretPrints>, held: Option<&Held>) -> F
                 ),
                 Some(Held::Print(fp)) => match held_version(fp) {
                     Some(v) if v == *want => Finding::new(w, State::Ok, format!("version {v}")),
+                    // Nothing to compare with: the target may hold the destroyed value.
+                    None if prints.is_some_and(|p| p.of_version(*want).is_none()) => Finding::new(
+                        w,
+                        State::Differs,
+                        format!(
+                            "the vault's {what} version {want} was destroyed: it cannot be \
+                                 compared, nor pushed"
+                        ),
+                    ),
                     Some(v) => {
                         let mut f = Finding::new(w, State::Differs, "");
                         f.target_version = Some(v);
@@ -785,6 +802,12 @@ mod tests {
         let sealed = classify(&w, Some(&p), Some(&Held::Sealed));
         assert_eq!(sealed.state, State::Sealed);
         assert!(!sealed.state.is_drift(), "a sealed value cannot be judged");
+
+        // The expected version was destroyed: no claim about who changed what.
+        let p = prints(Some(3), &[(2, "f2")]);
+        let gone = classify(&w, Some(&p), Some(&print("f3")));
+        assert_eq!((gone.state, gone.changed), (State::Differs, None));
+        assert!(gone.note.contains("was destroyed"), "{}", gone.note);
 
         // The target holds a version newer than current (a rollback that left it).
         let p = prints(Some(2), &[(1, "f1"), (2, "f2"), (3, "f3")]);

@@ -488,3 +488,32 @@ fn serve_exports_drift_per_target_and_variable_in_metrics() {
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     assert_eq!(serve.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_destroyed_current_version_is_never_pushed() {
+    let env = dotenv_env();
+    env.run(&["drift", "--fix"]).ok();
+    env.set("SESSION_KEY", "second-value");
+    env.run(&["destroy", "SESSION_KEY", "--version", "2"]).ok();
+    let run = env.run(&["drift"]).code(8);
+    assert!(
+        row(&run, "SESSION_KEY")
+            .contains("target behind: holds version 1, the vault's current is 2"),
+        "{}",
+        run.stdout
+    );
+    let before = std::fs::read(env.path("app.env")).unwrap();
+    let fixed = env.run(&["drift", "--fix"]).code(8);
+    assert!(
+        fixed
+            .stdout
+            .contains("left SESSION_KEY at local as it is: the vault's version was destroyed"),
+        "{}",
+        fixed.stdout
+    );
+    assert_eq!(
+        std::fs::read(env.path("app.env")).unwrap(),
+        before,
+        "nothing written"
+    );
+}
