@@ -3,7 +3,8 @@
 //! Exit 0 when all match, 8 when any variable differs, is missing or is set where it
 //! should not be, 1 when a target could not be read. `--fix` pushes the vault's values
 //! where they drifted (one upsert and one deploy per service), then checks again; the
-//! exit code is that of the second check.
+//! exit code is that of the second check, or 1 if it found nothing but a fix failed
+//! (a deploy that crashed carries the right variables, yet nothing runs them).
 //!
 //! The comparison itself is `secret_rotation::drift`; this file only renders it.
 
@@ -49,7 +50,18 @@ pub(crate) fn drift(ctx: &Context, args: DriftArgs) -> Result<(), VaultError> {
         println!("after the fix:");
         table(ctx, &after);
     }
-    outcome(&after)
+    let failed: Vec<String> = fixes
+        .iter()
+        .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.target)))
+        .collect();
+    match outcome(&after) {
+        // The variables may match now while the deploy that carries them failed.
+        Ok(()) if !failed.is_empty() => Err(VaultError::Io(format!(
+            "the fix did not complete at {}",
+            failed.join("; ")
+        ))),
+        other => other,
+    }
 }
 
 /// `--fix --json`: both checks and what was done between them.

@@ -312,20 +312,8 @@ impl Drift {
             let held = if names.is_empty() {
                 Ok(BTreeMap::new())
             } else {
-                self.read(vault, target_name, &names).await.map(|live| {
-                    // Fingerprinted at once; the values are dropped (and wiped) here.
-                    live.into_iter()
-                        .map(|(name, v)| {
-                            let held = match v {
-                                Live::Value(value) => {
-                                    Held::Print(fingerprint.of(value.expose_secret().as_bytes()))
-                                }
-                                Live::Sealed => Held::Sealed,
-                            };
-                            (name, held)
-                        })
-                        .collect::<BTreeMap<_, _>>()
-                })
+                let live = self.read(vault, target_name, &names).await;
+                live.map(|live| fingerprinted(live, &fingerprint))
             };
             for w in items {
                 let finding = match (&held, &w.expect) {
@@ -339,21 +327,7 @@ impl Drift {
             }
         }
         let report = Report { findings };
-        let drifted: Vec<Value> = report
-            .findings
-            .iter()
-            .filter(|f| f.state != State::Ok)
-            .map(Finding::audit)
-            .collect();
-        vault.record(
-            Action::DriftCheck,
-            None,
-            json!({
-                "checked": report.findings.len(),
-                "drift": report.drifted().count(),
-                "findings": drifted,
-            }),
-        )?;
+        record_check(vault, &report)?;
         Ok(report)
     }
 
@@ -410,16 +384,6 @@ impl Drift {
         // What the vault expects now, under the locks: a rotation may have moved on
         // since the check.
         let (now, prints) = expectations(vault, &self.policies)?;
-        let readable = |f: &Finding| match f.expect {
-            Expect::Current(Some(v)) | Expect::Previous(v) => prints
-                .get(&f.secret)
-                .is_some_and(|p| p.of_version(v).is_some()),
-            _ => true,
-        };
-        let now: BTreeMap<(&str, &str), &Expect> = now
-            .iter()
-            .map(|w| ((w.target.as_str(), w.variable.as_str()), &w.expect))
-            .collect();
         let mut fixes: BTreeMap<String, Fix> = BTreeMap::new();
         let mut plans: BTreeMap<String, Vec<&Finding>> = BTreeMap::new();
         for f in report.drifted() {
@@ -427,20 +391,7 @@ impl Drift {
                 target: f.target.clone(),
                 ..Fix::default()
             });
-            let skip = if busy.contains(&f.secret) {
-                Some("another process is rotating it; run `secret drift` once it is done")
-            } else if !locked.contains(&f.secret) {
-                Some("its rotation lock was not taken")
-            } else if now.get(&(f.target.as_str(), f.variable.as_str())) != Some(&&f.expect) {
-                Some("the vault changed since the check (a rotation moved on); run `secret drift` again")
-            } else if f.expect == Expect::Current(None) {
-                Some("the vault holds no value to push")
-            } else if !readable(f) {
-                Some("the vault's version was destroyed: nothing to push")
-            } else {
-                None
-            };
-            match skip {
+            match why_not_fix(f, locked, busy, &now, &prints) {
                 Some(reason) => {
                     fix.skipped.insert(f.variable.clone(), reason.to_string());
                 }
@@ -454,37 +405,7 @@ impl Drift {
             if let Err(e) = self.fix_target(vault, &target_name, &findings, fix).await {
                 fix.error = Some(e.to_string());
             }
-            let mut by_secret: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
-            for f in &findings {
-                by_secret.entry(f.secret.as_str()).or_default().push(f);
-            }
-            for (secret, items) in by_secret {
-                let set: BTreeMap<&str, u64> = items
-                    .iter()
-                    .filter_map(|f| {
-                        let version = fix.set.get(&f.variable)?;
-                        Some((f.variable.as_str(), *version))
-                    })
-                    .collect();
-                let removed: Vec<&str> = items
-                    .iter()
-                    .filter(|f| fix.removed.contains(&f.variable))
-                    .map(|f| f.variable.as_str())
-                    .collect();
-                let outcome = if fix.error.is_some() { "failed" } else { "ok" };
-                vault.record_outcome(
-                    Action::DriftFix,
-                    Some(secret),
-                    outcome,
-                    json!({
-                        "target": target_name,
-                        "set": set,
-                        "removed": removed,
-                        "deployment": fix.deployment,
-                        "error": fix.error,
-                    }),
-                )?;
-            }
+            record_fix(vault, fix, &findings)?;
         }
         Ok(fixes.into_values().collect())
     }
@@ -551,6 +472,112 @@ impl Drift {
         target.wait_healthy(deployment.as_ref(), &progress).await?;
         Ok(())
     }
+}
+
+/// What a target holds, as fingerprints: each value is fingerprinted and dropped
+/// (wiped) here, and goes no further.
+fn fingerprinted(
+    live: targets::LiveVariables,
+    fingerprint: &secret_core::audit::Fingerprinter,
+) -> BTreeMap<String, Held> {
+    live.into_iter()
+        .map(|(name, v)| {
+            let held = match v {
+                Live::Value(value) => Held::Print(fingerprint.of(value.expose_secret().as_bytes())),
+                Live::Sealed => Held::Sealed,
+            };
+            (name, held)
+        })
+        .collect()
+}
+
+/// One `drift.check` entry: how much was checked and every finding that is not `ok`.
+fn record_check(vault: &mut Vault, report: &Report) -> Result<(), VaultError> {
+    let findings: Vec<Value> = report
+        .findings
+        .iter()
+        .filter(|f| f.state != State::Ok)
+        .map(Finding::audit)
+        .collect();
+    vault.record(
+        Action::DriftCheck,
+        None,
+        json!({
+            "checked": report.findings.len(),
+            "drift": report.drifted().count(),
+            "findings": findings,
+        }),
+    )
+}
+
+/// Why a drifted variable is left as it is, if it is.
+fn why_not_fix(
+    f: &Finding,
+    locked: &BTreeSet<String>,
+    busy: &BTreeSet<String>,
+    now: &[Wanted],
+    prints: &BTreeMap<String, SecretPrints>,
+) -> Option<&'static str> {
+    let expected_now = now
+        .iter()
+        .find(|w| w.target == f.target && w.variable == f.variable)
+        .map(|w| &w.expect);
+    let readable = match f.expect {
+        Expect::Current(Some(v)) | Expect::Previous(v) => prints
+            .get(&f.secret)
+            .is_some_and(|p| p.of_version(v).is_some()),
+        _ => true,
+    };
+    if busy.contains(&f.secret) {
+        Some("another process is rotating it; run `secret drift` once it is done")
+    } else if !locked.contains(&f.secret) {
+        Some("its rotation lock was not taken")
+    } else if expected_now != Some(&f.expect) {
+        Some("the vault changed since the check (a rotation moved on); run `secret drift` again")
+    } else if f.expect == Expect::Current(None) {
+        Some("the vault holds no value to push")
+    } else if !readable {
+        Some("the vault's version was destroyed: nothing to push")
+    } else {
+        None
+    }
+}
+
+/// One `drift.fix` entry per secret fixed at a target: what was set to which version,
+/// what was removed, the deployment, and `ok` or `failed`.
+fn record_fix(vault: &mut Vault, fix: &Fix, findings: &[&Finding]) -> Result<(), VaultError> {
+    let mut by_secret: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for f in findings {
+        by_secret
+            .entry(f.secret.as_str())
+            .or_default()
+            .push(f.variable.as_str());
+    }
+    for (secret, variables) in by_secret {
+        let set: BTreeMap<&str, u64> = variables
+            .iter()
+            .filter_map(|v| fix.set.get(*v).map(|version| (*v, *version)))
+            .collect();
+        let removed: Vec<&str> = variables
+            .iter()
+            .copied()
+            .filter(|v| fix.removed.iter().any(|r| r == v))
+            .collect();
+        let outcome = if fix.error.is_some() { "failed" } else { "ok" };
+        vault.record_outcome(
+            Action::DriftFix,
+            Some(secret),
+            outcome,
+            json!({
+                "target": fix.target,
+                "set": set,
+                "removed": removed,
+                "deployment": fix.deployment,
+                "error": fix.error,
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 /// Why a fix at one target stopped.

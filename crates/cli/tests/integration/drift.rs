@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use secret_standins::{DeployOutcome, Fault};
+
 use crate::rotation::{World, ENVIRONMENT, PROJECT, SERVICE};
 use crate::serve::free_port;
 use crate::util::{contains, read_or_empty, Run, TestEnv};
@@ -516,4 +518,43 @@ fn a_destroyed_current_version_is_never_pushed() {
         before,
         "nothing written"
     );
+}
+
+#[test]
+fn a_fix_that_railway_refuses_or_whose_deploy_crashes_is_not_success() {
+    let w = seeded();
+    w.railway
+        .set_variable(PROJECT, ENVIRONMENT, SERVICE, "OPENAI_API_KEY", PASTED)
+        .unwrap();
+    w.railway
+        .faults()
+        .inject("variableCollectionUpsert", Fault::status(400));
+    let refused = drift(&w, &["--fix"]).code(8);
+    assert!(
+        refused
+            .stdout
+            .contains("could not fix api: railway: HTTP 400"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(
+        w.railway_vars()["OPENAI_API_KEY"],
+        PASTED,
+        "nothing changed"
+    );
+    let fixes = w.env.audit(&["--action", "drift.fix"]);
+    assert_eq!(fixes.last().unwrap()["outcome"], "failed");
+
+    // The variables land, the deploy carrying them crashes: exit 1, not 0.
+    w.railway
+        .set_next_deploy_outcome(SERVICE, DeployOutcome::Crashed);
+    let crashed = drift(&w, &["--fix"])
+        .code(1)
+        .stderr_has("the fix did not complete at api");
+    assert!(crashed.stdout.contains("CRASHED"), "{}", crashed.stdout);
+    assert_eq!(
+        w.railway_vars()["OPENAI_API_KEY"],
+        w.current("OPENAI_API_KEY")
+    );
+    drift(&w, &[]).ok();
 }
