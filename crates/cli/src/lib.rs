@@ -7,6 +7,7 @@
 //! ```text
 //!  main.rs ─► lib.rs (clap definitions, vault commands, audit, tokens)
 //!               ├─► rotation.rs (rotate, rotations, plan, policy check) ─► secret_rotation
+//!               ├─► drift.rs (drift [--fix]: targets against the vault) ─► secret_rotation
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
@@ -42,6 +43,7 @@ use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
 mod daily;
+mod drift;
 mod environment;
 mod keys;
 mod rotation;
@@ -60,6 +62,7 @@ Exit codes:
   6  rotation failed (and was rolled back)
   7  integrity failure (tampered ciphertext or audit chain)
   126, 127  `secret run`: the command cannot be run / is not found
+  8  drift found (`secret drift`: a target differs from the vault)
 
 Environment:
   SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)
@@ -206,6 +209,20 @@ pub enum Command {
     /// One transaction: a crash leaves the old key or the new one in force. The audit
     /// chain stays verifiable across the change (the retired audit key is kept sealed).
     Rekey,
+    /// Compare what each target holds with the vault, by fingerprint (never values).
+    /// Exit 8 when a variable differs, is missing or should not be there.
+    Drift(DriftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// JSON: an array with one object per finding (with --fix: {"found","fixed","after"}).
+    #[arg(long)]
+    pub json: bool,
+    /// Push the vault's values where a target drifted (one upsert and one deploy per
+    /// service, one write per dotenv file), then check again.
+    #[arg(long)]
+    pub fix: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +254,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 7, value_name = "N", requires = "backup_dir",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub backup_keep: u32,
+    /// Time between drift checks of the targets (secret_drift in /metrics); 0 turns
+    /// them off. Run by the scheduler that holds the lease.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub drift_every: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +447,7 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
         Command::Recipients { command } => keys::recipients(&ctx, command),
         Command::Passphrase { command } => keys::passphrase(&ctx, command),
         Command::Rekey => keys::rekey(&ctx),
+        Command::Drift(args) => drift::drift(&ctx, args),
     }
 }
 
@@ -453,6 +475,7 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
     }
     let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
         tick: args.tick,
+        drift_every: (!args.drift_every.is_zero()).then_some(args.drift_every),
         engine: rotation::engine_options(ctx, secret_rotation::Trigger::Scheduler),
         ..Default::default()
     });

@@ -15,7 +15,7 @@ use secret_core::render::{age, rfc3339};
 use secret_rotation::{self, Due, Engine, EngineOptions, Request, RunState, Trigger};
 
 /// Loads and validates the policies; problems are a usage error listing each one.
-fn load_policies(dir: &Path) -> Result<PolicySet, VaultError> {
+pub(crate) fn load_policies(dir: &Path) -> Result<PolicySet, VaultError> {
     match policy::load_dir(dir) {
         Ok(set) => {
             for w in &set.warnings {
@@ -50,7 +50,7 @@ pub(crate) fn engine_options(ctx: &Context, trigger: Trigger) -> EngineOptions {
     options
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -51,6 +51,10 @@ pub enum Action {
     /// The vault key was replaced: the last entry under the old key (see
     /// [`crate::audit::REKEY_ACTION`]).
     Rekey,
+    /// A comparison of what the targets hold with the vault (`secret drift`, `serve`).
+    DriftCheck,
+    /// The vault's values pushed to a target that drifted (`secret drift --fix`).
+    DriftFix,
 }
 
 impl Action {
@@ -99,6 +103,8 @@ impl Action {
             Action::Backup => "backup",
             Action::Restore => "restore",
             Action::Rekey => crate::audit::REKEY_ACTION,
+            Action::DriftCheck => "drift.check",
+            Action::DriftFix => "drift.fix",
         }
     }
 
@@ -117,7 +123,8 @@ impl Action {
             | Action::Plan
             | Action::RotationsRead
             | Action::RotateDryRun
-            | Action::PolicyCheck => Durability::Committed,
+            | Action::PolicyCheck
+            | Action::DriftCheck => Durability::Committed,
             _ => Durability::Synced,
         }
     }
@@ -159,5 +166,8 @@ mod tests {
         assert_eq!(Action::Get.durability(), Durability::Committed);
         assert_eq!(Action::Set.durability(), Durability::Synced);
         assert_eq!(Action::Rotate(Step::Push).durability(), Durability::Synced);
+        // A drift check reads; a fix changes what a target holds.
+        assert_eq!(Action::DriftCheck.durability(), Durability::Committed);
+        assert_eq!(Action::DriftFix.durability(), Durability::Synced);
     }
 }

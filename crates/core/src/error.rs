@@ -47,6 +47,9 @@ pub enum VaultError {
     /// cannot be run (the shells' codes, so scripts can tell).
     #[error("{message}")]
     Exec { code: u8, message: String },
+    /// `secret drift` found a target that does not hold what the vault says it should.
+    #[error("{0}")]
+    Drift(String),
 }
 
 /// Documented exit codes (README, `secret --help`).
@@ -59,6 +62,8 @@ pub mod exit {
     pub const LOCKED: u8 = 5;
     pub const ROTATION_FAILED: u8 = 6;
     pub const INTEGRITY: u8 = 7;
+    /// `secret drift`: a target differs from the vault, or lacks a variable.
+    pub const DRIFT: u8 = 8;
 }
 
 impl VaultError {
@@ -71,6 +76,7 @@ impl VaultError {
             VaultError::Locked(_) => exit::LOCKED,
             VaultError::Integrity(_) | VaultError::AuditBroken { .. } => exit::INTEGRITY,
             VaultError::Rotation { code, .. } | VaultError::Exec { code, .. } => *code,
+            VaultError::Drift(_) => exit::DRIFT,
             VaultError::NoVault(_)
             | VaultError::AuditWrite(_)
             | VaultError::Store(_)
@@ -98,6 +104,7 @@ impl VaultError {
             VaultError::Io(_) => "io",
             VaultError::Rotation { .. } => "rotation_failed",
             VaultError::Exec { .. } => "exec_failed",
+            VaultError::Drift(_) => "drift",
         }
     }
 }

@@ -36,6 +36,8 @@ pub use keys::{
     BackupEncryption, BackupReport, BackupTarget, KeyringInfo, Proof, RekeyOptions, RekeyReport,
     RestoreOptions, RestoreReport,
 };
+mod drift;
+pub use drift::{SecretPrints, VersionPrint};
 
 /// A lazily asked passphrase: called only when the vault has a passphrase copy of its
 /// key and no identity opened it.

@@ -11,7 +11,8 @@
 //! (API and scheduler) running for a while, with the worker service's first deploy
 //! made to crash so one rotation rolls back. Then it prints the rotations, the
 //! variables the Railway stand-in holds (values shortened), the API's view, and the
-//! audit trail with its verification.
+//! audit trail with its verification; and last, a value pasted into Railway behind the
+//! vault's back, found by `secret drift` and put back by `secret drift --fix`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -352,6 +353,33 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
     section("secret audit verify");
     cli(&["audit", "verify"])?;
 
+    // Someone pastes a value into the worker's variables in Railway's dashboard. (The
+    // worker's key rolled back and waits an hour before its next try: nothing rotates
+    // it under the check.)
+    railway
+        .set_variable(
+            PROJECT,
+            ENVIRONMENT,
+            WORKER_SERVICE,
+            "WORKER_SESSION_KEY",
+            "pasted-in-the-dashboard",
+        )
+        .map_err(io)?;
+    section("secret drift (after a value was pasted in Railway's dashboard)");
+    // `secret drift` runs its own runtime, as the binary does: off this one's worker.
+    let found = match tokio::task::block_in_place(|| cli(&["drift"])) {
+        Err(e) if e.exit_code() == secret_core::error::exit::DRIFT => {
+            println!("exit 8: {e}");
+            true
+        }
+        Err(e) => return Err(e),
+        Ok(()) => false,
+    };
+    section("secret drift --fix");
+    if let Err(e) = tokio::task::block_in_place(|| cli(&["drift", "--fix"])) {
+        println!("exit {}: {e}", e.exit_code());
+    }
+
     // What the demo promised: each kind rotated, one rollback.
     let mut check = Vault::open(
         &vault_path,
@@ -374,24 +402,39 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
     let rolled_back = runs
         .iter()
         .any(|r| r.outcome == Some(RunOutcome::RolledBack));
+    let worker_key = check
+        .reveal(
+            "WORKER_SESSION_KEY",
+            secret_core::model::VersionSelector::Label(secret_core::model::Label::Current),
+            "demo: compare with Railway",
+        )?
+        .value;
+    let fixed = railway
+        .variables(PROJECT, ENVIRONMENT, WORKER_SERVICE)
+        .get("WORKER_SESSION_KEY")
+        .is_some_and(|v| v == worker_key.expose());
     section("result");
     let ok = finished("JWT_SECRET")
         && finished("LAUNCHDARKLY_SDK_KEY")
         && finished("OPENAI_API_KEY")
-        && rolled_back;
+        && rolled_back
+        && found
+        && fixed;
     println!(
-        "JWT_SECRET rotated: {}  LAUNCHDARKLY_SDK_KEY rotated: {}  OPENAI_API_KEY rotated: {}  a rollback: {}",
+        "JWT_SECRET rotated: {}  LAUNCHDARKLY_SDK_KEY rotated: {}  OPENAI_API_KEY rotated: {}  a rollback: {}  drift found and fixed: {}",
         finished("JWT_SECRET"),
         finished("LAUNCHDARKLY_SDK_KEY"),
         finished("OPENAI_API_KEY"),
-        rolled_back
+        rolled_back,
+        found && fixed
     );
     if ok {
         println!("demo complete (its vault and stand-ins are gone with it)");
         Ok(())
     } else {
         Err(VaultError::Io(
-            "the demo did not see every kind of rotation; rerun with --run-for 40s".into(),
+            "the demo did not see every kind of rotation (or drift fixed); rerun with --run-for 40s"
+                .into(),
         ))
     }
 }

@@ -271,7 +271,7 @@ fn process_start(pid: u32) -> Option<u64> {
 }
 
 /// The lock holder id of this process: `boot:pid:start:nonce`.
-fn holder_id(nonce: &str) -> String {
+pub(crate) fn holder_id(nonce: &str) -> String {
     let pid = std::process::id();
     let start = process_start(pid)
         .map(|s| s.to_string())
@@ -302,7 +302,7 @@ pub fn holder_liveness(holder: &str) -> Liveness {
     }
 }
 
-const LOCK_TTL_MS: i64 = 15 * 60 * 1000;
+pub(crate) const LOCK_TTL_MS: i64 = 15 * 60 * 1000;
 
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| json!({}))
@@ -1118,34 +1118,12 @@ impl Engine {
         name: &str,
         purpose: &str,
     ) -> Result<Box<dyn targets::Target>, ExternalError> {
-        let policy =
-            self.policies.targets.get(name).cloned().ok_or_else(|| {
-                ExternalError::permanent("policy", format!("no target named {name}"))
-            })?;
-        let token = match &policy {
-            secret_core::policy::TargetPolicy::Railway(r) => {
-                let t = self
-                    .reveal(r.token.as_str(), Label::Current, purpose)
-                    .map_err(|e| ExternalError::permanent("vault", e.to_string()))?
-                    .ok_or_else(|| {
-                        ExternalError::permanent(
-                            "vault",
-                            format!("the Railway token {} is not in the vault", r.token),
-                        )
-                    })?;
-                Some(t)
-            }
-            secret_core::policy::TargetPolicy::Dotenv(_) => None,
+        let connection = targets::Connection {
+            http: self.http.clone(),
+            retry: self.options.retry.clone(),
+            poll_interval: self.options.poll_interval,
         };
-        targets::build(
-            &policy,
-            token,
-            self.http.clone(),
-            self.options.retry.clone(),
-            self.options.poll_interval,
-            self.vault.clock(),
-        )
-        .map_err(|e| ExternalError::permanent("policy", e))
+        targets::open(&mut self.vault, &self.policies, name, purpose, &connection)
     }
 
     /// Push: one delivery and one deploy per target, shared by every run that needs it.

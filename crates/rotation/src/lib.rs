@@ -9,9 +9,10 @@
 //!    ├─► machine (the pure transition function: state + event → state, step, effect)
 //!    ├─► providers/* (mint, verify, revoke: random, jwt-hmac, jwt-ed25519, openai,
 //!    │                launchdarkly) ─┐
-//!    ├─► targets/* (deliver, deploy, wait: railway, dotenv) ─┴─► http (the one
-//!    │                                         outbound client: errors, Retry-After, backoff)
+//!    ├─► targets/* (deliver, deploy, wait, read back: railway, dotenv) ─┴─► http (the
+//!    │                                   one outbound client: errors, Retry-After, backoff)
 //!    └─► secret_core::vault (records every step with its audit entry)
+//!  drift (targets read back and compared with the vault by fingerprint; --fix) ─► targets
 //! ```
 //!
 //! - [`engine::Engine`] runs a pass; [`machine::next`] is the only way a run changes
@@ -19,6 +20,9 @@
 //! - [`providers`] and [`targets`] are one small trait each, one file per kind; they
 //!   never touch the vault, and take their time, HTTP client and base URL from the
 //!   engine, so tests point them at stand-ins on loopback.
+//! - [`drift`] reads what each target holds ([`targets::Target::live`]) and compares it
+//!   with the vault by keyed fingerprint, never by value; `--fix` pushes the vault's
+//!   values back under the rotation locks.
 //! - [`http`] classifies failures (transient: retried with backoff; permanent: the
 //!   step fails at once) and reads the services' rate-limit headers.
 //! - This file holds scheduling ([`next_due`], [`Due`]) and [`describe`], the words
@@ -35,6 +39,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod drift;
 pub mod engine;
 pub mod http;
 pub mod machine;

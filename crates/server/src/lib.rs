@@ -7,6 +7,7 @@
 //!  serve ─┬─► api (axum: routes, auth, errors, OpenAPI) ─► service (the vault thread,
 //!         │                                                 group-committed calls)
 //!         ├─► scheduler (its own thread and vault connection) ─► secret_rotation::Engine
+//!         │                                                       secret_rotation::drift
 //!         └─► backup (scheduled backups: a blocking thread, its own vault connection)
 //!  metrics (one registry both write)     clock (tokio time for paused-clock tests)
 //! ```
@@ -17,7 +18,8 @@
 //!   renders through `secret_core::render` like the CLI does.
 //! - [`service`] runs the API's vault on one thread and batches concurrent calls into
 //!   shared commits.
-//! - [`scheduler`] decides what is due and hands it to the rotation engine.
+//! - [`scheduler`] decides what is due and hands it to the rotation engine; while it
+//!   holds the lease it also checks drift every `drift_every` (`secret_drift`).
 //! - [`backup`] writes an age-encrypted snapshot every period and keeps the newest N.
 //!
 //! It depends on `secret-core` and `secret-rotation`, never on the CLI.

@@ -2,6 +2,7 @@
 //! with `secret_`; `deploy/` (dashboard and alert rules) uses exactly these names, and a
 //! test checks that it does. Labels carry secret names and routes, never values.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -33,6 +34,26 @@ pub struct OutcomeLabel {
 pub struct RequestLabels {
     pub route: String,
     pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct DriftLabels {
+    pub target: String,
+    pub variable: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub target: String,
+}
+
+/// One variable of a drift check, as the metrics see it.
+pub struct DriftSample<'a> {
+    pub target: &'a str,
+    pub variable: &'a str,
+    /// `Some(true)`: it drifted; `Some(false)`: it matches (or cannot be judged);
+    /// `None`: its target could not be read.
+    pub drifted: Option<bool>,
 }
 
 /// The outcomes a rotation counter is created for up front, so a first failure shows
@@ -72,6 +93,11 @@ pub struct Metrics {
     /// `--backup-every` in seconds; 0 when serve takes no backups.
     pub backup_interval: Gauge<f64, AtomicU64>,
     pub backups: Family<OutcomeLabel, Counter>,
+    pub drift: Family<DriftLabels, Gauge>,
+    pub drift_check_failed: Family<TargetLabel, Gauge>,
+    pub drift_last_check: Gauge<f64, AtomicU64>,
+    /// The series the last drift check set, so the next one can retire the rest.
+    drift_series: Mutex<(BTreeSet<DriftLabels>, BTreeSet<TargetLabel>)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +128,10 @@ impl Metrics {
             backup_last_success: Gauge::default(),
             backup_interval: Gauge::default(),
             backups: Family::default(),
+            drift: Family::default(),
+            drift_check_failed: Family::default(),
+            drift_last_check: Gauge::default(),
+            drift_series: Mutex::new((BTreeSet::new(), BTreeSet::new())),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,6 +196,21 @@ impl Metrics {
                 "Scheduled backups by outcome",
                 m.backups.clone(),
             );
+            r.register(
+                "secret_drift",
+                "1 when a target's variable differs from the vault, is missing or should be absent",
+                m.drift.clone(),
+            );
+            r.register(
+                "secret_drift_check_failed",
+                "1 when the last drift check could not read the target",
+                m.drift_check_failed.clone(),
+            );
+            r.register(
+                "secret_drift_last_check_timestamp_seconds",
+                "When the last drift check ran (unix seconds)",
+                m.drift_last_check.clone(),
+            );
         }
         for outcome in ["ok", "failed"] {
             let _ = m.backups.get_or_create(&OutcomeLabel {
@@ -216,6 +261,62 @@ impl Metrics {
             .inc();
     }
 
+    /// Replaces the drift series with one check's: each sample is set first, then the
+    /// series the previous check set and this one did not are removed (a scrape never
+    /// sees a series vanish and come back). A target that could not be read has
+    /// `secret_drift_check_failed` 1 and no `secret_drift` series.
+    pub fn drift_checked<'a>(
+        &self,
+        samples: impl IntoIterator<Item = DriftSample<'a>>,
+        at_seconds: f64,
+    ) {
+        let mut variables = BTreeSet::new();
+        let mut targets = BTreeSet::new();
+        let mut failed = BTreeSet::new();
+        for s in samples {
+            let target = TargetLabel {
+                target: s.target.to_string(),
+            };
+            match s.drifted {
+                Some(drifted) => {
+                    let labels = DriftLabels {
+                        target: s.target.to_string(),
+                        variable: s.variable.to_string(),
+                    };
+                    self.drift.get_or_create(&labels).set(i64::from(drifted));
+                    variables.insert(labels);
+                }
+                None => {
+                    failed.insert(target.clone());
+                }
+            }
+            targets.insert(target);
+        }
+        for target in &targets {
+            self.drift_check_failed
+                .get_or_create(target)
+                .set(i64::from(failed.contains(target)));
+        }
+        self.drift_last_check.set(at_seconds);
+        self.retire_drift(variables, targets);
+    }
+
+    /// Drops every drift series (this process no longer checks: another one leads).
+    pub fn drift_stopped(&self) {
+        self.retire_drift(BTreeSet::new(), BTreeSet::new());
+    }
+
+    fn retire_drift(&self, variables: BTreeSet<DriftLabels>, targets: BTreeSet<TargetLabel>) {
+        let mut series = self.drift_series.lock().unwrap_or_else(|e| e.into_inner());
+        for old in series.0.difference(&variables) {
+            self.drift.remove(old);
+        }
+        for old in series.1.difference(&targets) {
+            self.drift_check_failed.remove(old);
+        }
+        *series = (variables, targets);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -247,6 +348,14 @@ mod tests {
                 secret: "JWT_SECRET".into(),
             })
             .set(60.0);
+        m.drift_checked(
+            [DriftSample {
+                target: "api",
+                variable: "JWT_SECRET",
+                drifted: Some(true),
+            }],
+            1.0,
+        );
         let text = m.render();
         let exported: std::collections::BTreeSet<String> = text
             .lines()
@@ -266,6 +375,9 @@ mod tests {
             "secret_backup_last_success_timestamp_seconds",
             "secret_backup_interval_seconds",
             "secret_backups_total",
+            "secret_drift",
+            "secret_drift_check_failed",
+            "secret_drift_last_check_timestamp_seconds",
         ] {
             assert!(exported.contains(name), "{name} missing from:\n{text}");
         }
@@ -296,5 +408,55 @@ mod tests {
             }
         }
         assert!(!text.contains("value"), "labels never carry values");
+    }
+
+    #[test]
+    fn drift_series_follow_the_last_check_and_vanish_when_another_process_checks() {
+        let m = Metrics::new();
+        let sample = |variable, drifted| DriftSample {
+            target: "api",
+            variable,
+            drifted,
+        };
+        m.drift_checked(
+            [
+                sample("JWT_SECRET", Some(true)),
+                sample("JWT_SECRET_PREVIOUS", Some(false)),
+            ],
+            10.0,
+        );
+        let text = m.render();
+        assert!(
+            text.contains("secret_drift{target=\"api\",variable=\"JWT_SECRET\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("secret_drift{target=\"api\",variable=\"JWT_SECRET_PREVIOUS\"} 0"));
+        assert!(text.contains("secret_drift_check_failed{target=\"api\"} 0"));
+        assert!(text.contains("secret_drift_last_check_timestamp_seconds 10"));
+
+        // Fixed, and the previous variable is no longer checked: its series goes.
+        m.drift_checked([sample("JWT_SECRET", Some(false))], 20.0);
+        let text = m.render();
+        assert!(
+            text.contains("secret_drift{target=\"api\",variable=\"JWT_SECRET\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("JWT_SECRET_PREVIOUS"), "{text}");
+
+        // The target cannot be read: no verdict on its variables, the check failed.
+        m.drift_checked([sample("JWT_SECRET", None)], 30.0);
+        let text = m.render();
+        assert!(!text.contains("secret_drift{"), "{text}");
+        assert!(
+            text.contains("secret_drift_check_failed{target=\"api\"} 1"),
+            "{text}"
+        );
+
+        m.drift_stopped();
+        let text = m.render();
+        assert!(
+            !text.contains("secret_drift{") && !text.contains("secret_drift_check_failed{"),
+            "{text}"
+        );
     }
 }

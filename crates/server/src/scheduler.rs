@@ -3,18 +3,21 @@
 //! it, runs one rotation pass — interrupted rotations resumed, ended graces revoked,
 //! due secrets rotated (a bounded number per pass) — plus any rotation the API asked
 //! for. Two `serve` processes on one vault: one acts, the other waits for the lease.
-//! It also keeps the due-time, age and overdue metrics current.
+//! It also keeps the due-time, age and overdue metrics current, and — while it holds
+//! the lease, every `drift_every` — checks that the targets hold what the vault says
+//! (`secret_drift{target,variable}`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::{Metrics, SecretLabel};
+use crate::metrics::{DriftSample, Metrics, SecretLabel};
 use crate::service::RotateRequest;
 use secret_core::error::VaultError;
 use secret_core::policy::PolicySet;
 use secret_core::vault::Vault;
+use secret_rotation::drift::{Drift, State};
 use secret_rotation::{Due, Engine, EngineOptions, Request, Trigger};
 
 /// How the scheduler paces itself.
@@ -27,6 +30,8 @@ pub struct SchedulerOptions {
     pub max_new_rotations: usize,
     /// The scheduler lease lasts this long unless renewed (each tick renews it).
     pub lease_ttl: Duration,
+    /// Time between drift checks (at a tick, by the lease holder); `None`: none.
+    pub drift_every: Option<Duration>,
     /// How the scheduler's engine polls, retries and times out (its trigger is always
     /// `scheduler`).
     pub engine: EngineOptions,
@@ -41,6 +46,7 @@ impl Default for SchedulerOptions {
             // Long enough for a pass that waits on deploys; a holder seen dead (its pid
             // and start time gone) loses it at once anyway.
             lease_ttl: Duration::from_secs(15 * 60),
+            drift_every: Some(Duration::from_secs(10 * 60)),
             engine: EngineOptions::default(),
         }
     }
@@ -73,6 +79,11 @@ pub async fn run(
     }
     let holder = engine.holder().to_string();
     engine.stop_on(shutdown.clone());
+    let drift = match options.drift_every {
+        Some(every) => Some((Drift::new((*policies).clone(), &options.engine)?, every)),
+        None => None,
+    };
+    let mut next_drift = i64::MIN;
     let mut first = true;
     loop {
         let mut asked: Vec<RotateRequest> = Vec::new();
@@ -124,12 +135,39 @@ pub async fn run(
                 .scheduler_last_run
                 .set(engine.vault().now() as f64 / 1000.0);
         }
+        match &drift {
+            Some((drift, every)) if leader && engine.vault().now() >= next_drift => {
+                if let Err(e) = check_drift(drift, engine, &metrics).await {
+                    eprintln!("scheduler: drift check failed ({e}); trying again next time");
+                }
+                next_drift = engine.vault().now() + every.as_millis() as i64;
+            }
+            // Another process checks (and exports) while it holds the lease.
+            _ if !leader => metrics.drift_stopped(),
+            _ => {}
+        }
         if let Err(e) = update_gauges(engine, &policies, &metrics) {
             eprintln!("scheduler: cannot update the gauges: {e}");
         }
     }
     let _ = engine.vault().release_lock(LEASE, &holder);
     metrics.scheduler_leader.set(0);
+    Ok(())
+}
+
+/// One drift check by the scheduler's connection, its findings into the metrics.
+async fn check_drift(
+    drift: &Drift,
+    engine: &mut Engine,
+    metrics: &Metrics,
+) -> Result<(), VaultError> {
+    let report = drift.check(engine.vault()).await?;
+    let samples = report.findings.iter().map(|f| DriftSample {
+        target: &f.target,
+        variable: &f.variable,
+        drifted: (f.state != State::Error).then(|| f.state.is_drift()),
+    });
+    metrics.drift_checked(samples, engine.vault().now() as f64 / 1000.0);
     Ok(())
 }
 
@@ -366,6 +404,46 @@ mod tests {
                     .contains("secret_seconds_until_due{secret=\"ADMIN_KEY\"}"));
                 stop.send(true).unwrap();
                 task.await.unwrap();
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_checks_drift_every_period_and_exports_it() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let s = setup();
+                let (stop_a, metrics_a, task_a) = start(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (stop_b, metrics_b, task_b) = start(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let line = |var: &str, v: u8| {
+                    format!("secret_drift{{target=\"local\",variable=\"{var}\"}} {v}")
+                };
+                // No file yet: the variable is missing, previous_as rightly absent.
+                let text = metrics_a.render();
+                assert!(text.contains(&line("JWT_SECRET", 1)), "{text}");
+                assert!(text.contains(&line("JWT_SECRET_PREVIOUS", 0)), "{text}");
+                assert!(
+                    !metrics_b.render().contains("secret_drift{"),
+                    "only the lease holder checks and exports drift"
+                );
+
+                std::fs::write(&s.env_file, "JWT_SECRET=initial\n").unwrap();
+                tokio::time::sleep(5 * MIN).await;
+                assert!(
+                    metrics_a.render().contains(&line("JWT_SECRET", 1)),
+                    "not yet due"
+                );
+                tokio::time::sleep(6 * MIN).await;
+                let text = metrics_a.render();
+                assert!(text.contains(&line("JWT_SECRET", 0)), "{text}");
+                assert!(text.contains("secret_drift_check_failed{target=\"local\"} 0"));
+                for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
+                    stop.send(true).unwrap();
+                    task.await.unwrap();
+                }
             })
             .await;
     }

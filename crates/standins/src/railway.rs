@@ -11,7 +11,7 @@
 
 mod schema;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -156,7 +156,8 @@ impl RailwayStandIn {
             .unwrap_or_default()
     }
 
-    /// Seeds a variable without deploying.
+    /// Sets a variable without deploying: seeds one before a test, or changes one behind
+    /// our back, as a person editing it in Railway's dashboard would.
     pub fn set_variable(
         &self,
         project_id: &str,
@@ -166,19 +167,44 @@ impl RailwayStandIn {
         value: &str,
     ) -> Result<(), StandInError> {
         let mut state = lock(&self.inner.state);
-        let service = state
-            .services
-            .iter_mut()
-            .find(|s| {
-                s.project_id == project_id
-                    && s.environment_id == environment_id
-                    && s.service_id == service_id
-            })
-            .ok_or_else(|| StandInError::Unknown {
-                kind: "service",
-                id: format!("{project_id}/{environment_id}/{service_id}"),
-            })?;
+        let service = state.service_mut(project_id, environment_id, service_id)?;
         service.variables.insert(name.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    /// Removes a variable behind our back, without deploying. Returns whether it was set.
+    pub fn remove_variable(
+        &self,
+        project_id: &str,
+        environment_id: &str,
+        service_id: &str,
+        name: &str,
+    ) -> Result<bool, StandInError> {
+        let mut state = lock(&self.inner.state);
+        let service = state.service_mut(project_id, environment_id, service_id)?;
+        service.sealed.remove(name);
+        Ok(service.variables.remove(name).is_some())
+    }
+
+    /// Seals a variable, as Railway's dashboard does: deployments still get its value,
+    /// but the `variables` query answers `null` for it from now on (a sealed value can
+    /// never be read back through the API).
+    pub fn seal_variable(
+        &self,
+        project_id: &str,
+        environment_id: &str,
+        service_id: &str,
+        name: &str,
+    ) -> Result<(), StandInError> {
+        let mut state = lock(&self.inner.state);
+        let service = state.service_mut(project_id, environment_id, service_id)?;
+        if !service.variables.contains_key(name) {
+            return Err(StandInError::Unknown {
+                kind: "variable",
+                id: name.to_owned(),
+            });
+        }
+        service.sealed.insert(name.to_owned());
         Ok(())
     }
 
@@ -218,6 +244,8 @@ struct Service {
     service_id: String,
     instance_id: String,
     variables: BTreeMap<String, String>,
+    /// Names whose values `variables` answers as null.
+    sealed: BTreeSet<String>,
 }
 
 struct Deployment {
@@ -439,6 +467,7 @@ impl RailwayState {
                 service_id: s.service_id,
                 instance_id: uuid(),
                 variables: BTreeMap::new(),
+                sealed: BTreeSet::new(),
             })
             .collect();
         RailwayState {
@@ -451,6 +480,25 @@ impl RailwayState {
             next_outcome: HashMap::new(),
             forced_health: HashMap::new(),
         }
+    }
+
+    fn service_mut(
+        &mut self,
+        project_id: &str,
+        environment_id: &str,
+        service_id: &str,
+    ) -> Result<&mut Service, StandInError> {
+        self.services
+            .iter_mut()
+            .find(|s| {
+                s.project_id == project_id
+                    && s.environment_id == environment_id
+                    && s.service_id == service_id
+            })
+            .ok_or_else(|| StandInError::Unknown {
+                kind: "service",
+                id: format!("{project_id}/{environment_id}/{service_id}"),
+            })
     }
 
     /// `None`: no token, an unknown token, or a project token sent as Bearer.
@@ -677,11 +725,17 @@ impl RailwayState {
         let target = self
             .target_variables(&project_id, &environment_id, service)
             .ok_or_else(|| not_found("Service"))?;
-        if flag(input, "replace") {
+        let replace = flag(input, "replace");
+        if replace {
             target.clear();
         }
         for (name, value) in variables {
             target.insert(name.clone(), value.as_str().unwrap_or_default().to_owned());
+        }
+        if replace {
+            if let Some(s) = service.and_then(|i| self.services.get_mut(i)) {
+                s.sealed.clear();
+            }
         }
         if !flag(input, "skipDeploys") {
             self.auto_deploy(&project_id, &environment_id, service);
@@ -716,6 +770,9 @@ impl RailwayState {
         if removed.is_none() {
             return Err(not_found("Variable"));
         }
+        if let Some(s) = service.and_then(|i| self.services.get_mut(i)) {
+            s.sealed.remove(name);
+        }
         self.auto_deploy(&project_id, &environment_id, service);
         Ok(Json::Bool(true))
     }
@@ -746,6 +803,10 @@ impl RailwayState {
     fn variables_query(&self, caller: &Caller, field: &Selected) -> Result<Json, FieldError> {
         let (project_id, environment_id, service) = self.scope(caller, &field.args)?;
         let unrendered = flag(&field.args, "unrendered");
+        let sealed = service
+            .and_then(|i| self.services.get(i))
+            .map(|s| s.sealed.clone())
+            .unwrap_or_default();
         let map = match service {
             Some(i) if unrendered => self
                 .services
@@ -760,7 +821,16 @@ impl RailwayState {
                 .unwrap_or_default(),
         };
         Ok(Json::Object(
-            map.into_iter().map(|(k, v)| (k, Json::String(v))).collect(),
+            map.into_iter()
+                .map(|(k, v)| {
+                    let value = if sealed.contains(&k) {
+                        Json::Null
+                    } else {
+                        Json::String(v)
+                    };
+                    (k, value)
+                })
+                .collect(),
         ))
     }
 
@@ -1285,6 +1355,38 @@ mod tests {
             body["data"]["variables"],
             json!({"API_KEY": "new", "KEEP": "1"})
         );
+    }
+
+    #[tokio::test]
+    async fn variables_changed_behind_our_back_show_in_the_query_without_a_deploy() {
+        let rw = start().await;
+        const READ: &str = "query($p: String!, $e: String!, $s: String) { variables(projectId: $p, environmentId: $e, serviceId: $s) }";
+        let read = || async {
+            let (status, body) =
+                gql(&rw, READ, json!({ "p": PROJECT, "e": ENV, "s": "svc-api" })).await;
+            assert_eq!(status, 200, "{body}");
+            body["data"]["variables"].clone()
+        };
+        rw.set_variable(PROJECT, ENV, "svc-api", "A", "1").unwrap();
+        rw.set_variable(PROJECT, ENV, "svc-api", "B", "2").unwrap();
+        rw.set_variable(PROJECT, ENV, "svc-api", "A", "pasted by hand")
+            .unwrap();
+        assert_eq!(read().await, json!({ "A": "pasted by hand", "B": "2" }));
+        assert!(rw.remove_variable(PROJECT, ENV, "svc-api", "B").unwrap());
+        assert!(!rw.remove_variable(PROJECT, ENV, "svc-api", "B").unwrap());
+        rw.seal_variable(PROJECT, ENV, "svc-api", "A").unwrap();
+        assert_eq!(
+            read().await,
+            json!({ "A": null }),
+            "sealed: never read back"
+        );
+        assert!(rw.seal_variable(PROJECT, ENV, "svc-api", "B").is_err());
+        assert!(rw
+            .set_variable(PROJECT, ENV, "svc-unknown", "A", "x")
+            .is_err());
+        // A sealed value still reaches the app, and nothing here deployed.
+        assert_eq!(rw.variables(PROJECT, ENV, "svc-api")["A"], "pasted by hand");
+        assert!(rw.deployments().is_empty());
     }
 
     #[tokio::test]

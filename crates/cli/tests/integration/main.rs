@@ -5,6 +5,7 @@
 mod audit;
 mod backup;
 mod daily;
+mod drift;
 mod interop;
 mod jwks;
 mod keys;

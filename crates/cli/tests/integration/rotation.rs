@@ -14,9 +14,9 @@ use secret_standins::{
 
 use crate::util::{Run, TestEnv};
 
-const PROJECT: &str = "proj-1";
-const ENVIRONMENT: &str = "env-1";
-const SERVICE: &str = "svc-1";
+pub(crate) const PROJECT: &str = "proj-1";
+pub(crate) const ENVIRONMENT: &str = "env-1";
+pub(crate) const SERVICE: &str = "svc-1";
 const RAILWAY_TOKEN: &str = "railway-project-token-test";
 const OPENAI_ADMIN: &str = "sk-admin-test-key";
 const OPENAI_PROJECT: &str = "proj_test";

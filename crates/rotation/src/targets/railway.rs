@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use graphql_client::{GraphQLQuery, QueryBody};
 use serde::Serialize;
 
-use super::{DeploymentId, Target, Variables};
+use super::{DeploymentId, Live, LiveVariables, Target, Variables};
 use crate::http::{ExternalError, RetryPolicy};
 use secret_core::clock::Clock;
 use secret_core::model::SecretValue;
@@ -86,6 +86,65 @@ pub struct DeploymentStatus;
     response_derives = "Debug"
 )]
 pub struct LatestDeployment;
+
+/// The `variables` query, in a module of its own: there Railway's
+/// `EnvironmentVariables` scalar is the map we read back ([`ReadVariables`]), not the
+/// one we send.
+mod read {
+    use graphql_client::GraphQLQuery;
+
+    pub use super::ReadVariables as EnvironmentVariables;
+
+    #[derive(GraphQLQuery)]
+    #[graphql(
+        schema_path = "../standins/schemas/railway-schema.json",
+        query_path = "src/targets/railway.graphql",
+        variables_derives = "Debug"
+    )]
+    pub struct ServiceVariables;
+}
+
+/// Railway's `EnvironmentVariables` scalar as we read it back: name → value, or null for
+/// a value that cannot be read (sealed). Each value is wrapped as it is parsed, and
+/// wiped on drop; `Debug` shows names only.
+pub struct ReadVariables(BTreeMap<String, Live>);
+
+impl<'de> serde::Deserialize<'de> for ReadVariables {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ReadVariables;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of variable names to string values or null")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let value = match map.next_value::<Option<String>>()? {
+                        Some(text) => {
+                            let text = zeroize::Zeroizing::new(text);
+                            Live::Value(secrecy::SecretString::from(text.as_str()))
+                        }
+                        None => Live::Sealed,
+                    };
+                    out.insert(name, value);
+                }
+                Ok(ReadVariables(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+impl std::fmt::Debug for ReadVariables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()?;
+        f.write_str(" [values redacted]")
+    }
+}
 
 pub struct Railway {
     policy: RailwayTarget,
@@ -340,6 +399,21 @@ impl Target for Railway {
         }
         // The service may need a moment after SUCCESS: retry the check with backoff.
         self.retry.run(|_| self.check_health()).await
+    }
+
+    async fn live(&self, names: &[String]) -> Result<LiveVariables, ExternalError> {
+        let body = read::ServiceVariables::build_query(read::service_variables::Variables {
+            project_id: self.policy.project_id.clone(),
+            environment_id: self.policy.environment_id.clone(),
+            service_id: Some(self.policy.service_id.clone()),
+        });
+        let data: read::service_variables::ResponseData =
+            self.retry.run(|_| self.call(&body)).await?;
+        let mut all = data.variables.0;
+        Ok(names
+            .iter()
+            .filter_map(|name| all.remove(name).map(|v| (name.clone(), v)))
+            .collect())
     }
 
     fn describe(&self) -> String {

@@ -126,7 +126,8 @@ fn vault_parts(e: &VaultError) -> (StatusCode, &'static str, String, Option<Stri
         | VaultError::Crypto(_)
         | VaultError::Io(_)
         | VaultError::Rotation { .. }
-        | VaultError::Exec { .. } => (
+        | VaultError::Exec { .. }
+        | VaultError::Drift(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             INTERNAL.into(),
