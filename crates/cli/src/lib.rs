@@ -932,6 +932,7 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
                     .as_deref()
                     .map(|t| parse_since(t, ctx.clock.now_ms()))
                     .transpose()?,
+                before_seq: None,
                 limit: args.limit,
             };
             let entries = ctx.open()?.audit_entries(&filter, Action::AuditRead)?;

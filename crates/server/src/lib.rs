@@ -8,6 +8,7 @@
 //!         │                                                 group-committed calls)
 //!         └─► scheduler (its own thread and vault connection) ─► secret_rotation::Engine
 //!  metrics (one registry both write)     clock (tokio time for paused-clock tests)
+//!  passes (what the scheduler's passes did with rotations the API asked for)
 //! ```
 //!
 //! - [`serve`] wires the rest together and owns shutdown; [`serve::run_until_signal`]
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod clock;
 pub mod metrics;
+pub mod passes;
 pub mod scheduler;
 pub mod serve;
 pub mod service;

@@ -48,6 +48,7 @@ pub async fn serve(
     } = options;
     let policies = Arc::new(policies);
     let metrics = Arc::new(Metrics::new());
+    let passes = Arc::new(crate::passes::PassLog::default());
     let (rotate_tx, rotate_rx) = mpsc::channel(256);
     let scheduler_thread = match scheduler_options {
         Some(options) => {
@@ -58,8 +59,12 @@ pub async fn serve(
                 request_id: secret_core::crypto::hex(&secret_core::crypto::random_array::<8>()?),
             });
             let mut engine = scheduler::engine(engine_vault, &policies, &options)?;
-            let (policies, metrics, shutdown) =
-                (policies.clone(), metrics.clone(), shutdown.clone());
+            let (policies, metrics, passes, shutdown) = (
+                policies.clone(),
+                metrics.clone(),
+                passes.clone(),
+                shutdown.clone(),
+            );
             let thread = std::thread::Builder::new()
                 .name("scheduler".into())
                 .spawn(move || {
@@ -72,6 +77,7 @@ pub async fn serve(
                                 &mut engine,
                                 policies,
                                 metrics,
+                                passes,
                                 options,
                                 rotate_rx,
                                 shutdown,
@@ -103,6 +109,7 @@ pub async fn serve(
         clock,
         vault: service,
         metrics,
+        passes,
         rotate: rotate_tx,
         policies,
         trust_forwarded_for,
