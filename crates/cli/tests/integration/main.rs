@@ -6,6 +6,7 @@ mod audit;
 mod daily;
 mod interop;
 mod jwks;
+mod remote;
 mod rotation;
 mod serve;
 mod util;

@@ -449,6 +449,8 @@ pub(crate) struct VersionSummary {
     created_at: String,
     /// The value was destroyed; only the metadata is left.
     destroyed: bool,
+    /// When it was destroyed.
+    destroyed_at: Option<String>,
 }
 
 /// A secret's versions, without values. Scope `secrets:list`.
@@ -477,6 +479,7 @@ pub(crate) async fn versions(
                     labels: v.labels,
                     created_at: rfc3339(v.created_at_ms, true),
                     destroyed: v.destroyed_at_ms.is_some(),
+                    destroyed_at: v.destroyed_at_ms.map(|t| rfc3339(t, true)),
                 })
                 .collect(),
         })),
