@@ -68,6 +68,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     name: format!("BENCH_{s}"),
                     value: SecretValue::from_secret_string(value),
                     if_version: None,
+                    description: None,
+                    generated: false,
                 },
             });
             if calls.len() == 1000 {

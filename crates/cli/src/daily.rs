@@ -149,6 +149,7 @@ fn parse_json(file: &str, text: &str) -> Result<Vec<(SecretName, SecretValue)>, 
 }
 
 pub(crate) fn import(ctx: &Context, args: ImportArgs) -> Result<(), VaultError> {
+    ctx.local_only()?;
     let text = read_input(&args.file)?;
     let format = args.format.unwrap_or(if args.file.ends_with(".json") {
         ImportFormat::Json
@@ -284,8 +285,7 @@ pub(crate) fn export(ctx: &Context, args: ExportArgs) -> Result<(), VaultError> 
         ));
     }
     let only = names(args.only)?;
-    let mut vault = ctx.open()?;
-    let values = vault.reveal_current(only.as_deref(), "export")?;
+    let values = ctx.backend()?.reveal_current(only.as_deref(), "export")?;
     let (text, ours_only) = render(args.format, &values);
     let count = values.len();
     drop(values);
@@ -333,9 +333,9 @@ fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<(), VaultError>
 pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<(), VaultError> {
     let only = names(args.only)?;
     let mut shadowed = Vec::new();
-    let mut vault = ctx.open()?;
-    let values = vault.reveal_current(only.as_deref(), "run")?;
-    drop(vault);
+    let mut backend = ctx.backend()?;
+    let values = backend.reveal_current(only.as_deref(), "run")?;
+    drop(backend);
     let mut vars: Vec<(String, &SecretValue)> = Vec::with_capacity(values.len());
     for r in &values {
         let var = format!("{}{}", args.prefix, r.name);

@@ -4,7 +4,9 @@
 //! [`Environment`] instead of calling `set_var`.
 //!
 //! `SECRET_VAULT`, `SECRET_IDENTITY_FILE` and `SECRET_POLICIES` are read by clap as
-//! the defaults of their flags.
+//! the defaults of their flags. The remote-mode variables (`SECRET_ADDR`,
+//! `SECRET_TOKEN`, `SECRET_TOKEN_FILE`, `SECRET_CA_FILE`) are read here: the token is a
+//! secret and never a flag, and the others sit beside it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +30,14 @@ pub struct Environment {
     pub passphrase: Option<SecretString>,
     /// `SECRET_SCRYPT_LOG_N`: the scrypt work factor of a new passphrase copy.
     pub scrypt_log_n: Option<u8>,
+    /// `SECRET_ADDR`: the `secret serve` to talk to instead of a vault file (remote mode).
+    pub addr: Option<String>,
+    /// `SECRET_TOKEN`: the API token for remote mode.
+    pub token: Option<SecretString>,
+    /// `SECRET_TOKEN_FILE`: a file holding that token.
+    pub token_file: Option<PathBuf>,
+    /// `SECRET_CA_FILE`: PEM certificates of a private CA that signed the server's.
+    pub ca_file: Option<PathBuf>,
     /// How long rotations wait and retry (shortened by tests and the demo).
     pub tuning: Tuning,
 }
@@ -53,6 +63,10 @@ impl std::fmt::Debug for Environment {
                 "passphrase",
                 &self.passphrase.as_ref().map(|_| "[redacted]"),
             )
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
             .field("tuning", &self.tuning)
             .finish_non_exhaustive()
     }
@@ -84,6 +98,10 @@ impl Environment {
                 .ok()
                 .map(SecretString::from),
             scrypt_log_n: text("SECRET_SCRYPT_LOG_N").and_then(|v| v.parse().ok()),
+            addr: text("SECRET_ADDR"),
+            token: text("SECRET_TOKEN").map(SecretString::from),
+            token_file: path("SECRET_TOKEN_FILE"),
+            ca_file: path("SECRET_CA_FILE"),
             tuning: Tuning {
                 poll_interval: ms("SECRET_POLL_INTERVAL_MS"),
                 retry_base: ms("SECRET_RETRY_BASE_MS"),

@@ -8,13 +8,18 @@
 //!  main.rs ─► lib.rs (clap definitions, vault commands, audit, tokens)
 //!               ├─► rotation.rs (rotate, rotations, plan, policy check) ─► secret_rotation
 //!               ├─► drift.rs (drift [--fix]: targets against the vault) ─► secret_rotation
+//!               ├─► daily.rs (import, export, run)
+//!               ├─► backend.rs (local Vault | remote.rs: a `secret serve` over HTTP)
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
 //! ```
 //!
 //! It calls the [`Vault`] facade only; no SQL, no crypto here. Output shared with the
-//! API (times, audit entries, rotation runs) comes from `secret_core::render`.
+//! API (times, audit entries, rotation runs) comes from `secret_core::render`. The
+//! commands that also work against a server (get, set, list, history, delete, rotate,
+//! rotations, audit, export, run) go through `backend::Backend`, which answers with the
+//! same types in both modes, so their output is rendered once.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -42,10 +47,12 @@ use secret_server::backup::BackupOptions;
 use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
+mod backend;
 mod daily;
 mod drift;
 mod environment;
 mod keys;
+mod remote;
 mod rotation;
 
 pub use environment::{Environment, Tuning};
@@ -58,7 +65,7 @@ Exit codes:
   2  usage (bad arguments, invalid name or value)
   3  not found (secret, version)
   4  conflict (version check failed, vault exists, rotation already running)
-  5  vault locked (wrong identity or passphrase)
+  5  vault locked (wrong identity or passphrase; remote: token refused or lacking the scope)
   6  rotation failed (and was rolled back)
   7  integrity failure (tampered ciphertext or audit chain)
   126, 127  `secret run`: the command cannot be run / is not found
@@ -68,7 +75,10 @@ Environment:
   SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)
   SECRET_IDENTITY_FILE  age identity file (default: $XDG_CONFIG_HOME/secret/identity.txt)
   SECRET_IDENTITY       the AGE-SECRET-KEY-1... text itself
-  SECRET_PASSPHRASE     passphrase of a passphrase-protected vault";
+  SECRET_PASSPHRASE     passphrase of a passphrase-protected vault
+  SECRET_ADDR           remote mode: the `secret serve` to use instead of a vault file
+  SECRET_TOKEN          remote mode: the API token (or SECRET_TOKEN_FILE, --token-file)
+  SECRET_CA_FILE        remote mode: PEM certificate of a private CA that signed the server's";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +100,15 @@ pub struct Cli {
     /// Policy directory (default ./policies).
     #[arg(long, global = true, env = "SECRET_POLICIES", value_name = "DIR")]
     pub policies: Option<PathBuf>,
+    /// Remote mode: use this `secret serve` instead of a vault file (default: SECRET_ADDR).
+    #[arg(long, global = true, value_name = "URL")]
+    pub addr: Option<String>,
+    /// Remote mode: file holding the API token (default: SECRET_TOKEN_FILE, else SECRET_TOKEN).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Remote mode: PEM certificate of the CA that signed the server's (default: SECRET_CA_FILE).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -266,7 +285,8 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// admin, secrets:list, secrets:read:GLOB, secrets:write:GLOB, rotate:GLOB, audit:read
+        /// admin, secrets:list, secrets:read:GLOB, secrets:write:GLOB, secrets:delete:GLOB,
+        /// rotate:GLOB, audit:read
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// Lifetime (e.g. 30d); none by default.
@@ -391,7 +411,7 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
         Command::List { json, all } => list(&ctx, json, all),
         Command::History { name, json } => history(&ctx, &name, json),
         Command::Delete { name } => {
-            let changed = ctx.open()?.delete(&name)?;
+            let changed = ctx.backend()?.delete(&name)?;
             ctx.say(if changed {
                 format!("deleted {name} (`secret undelete {name}` restores it)")
             } else {
@@ -508,6 +528,8 @@ pub struct Context {
     pub(crate) env: Environment,
     /// The one clock every command reads.
     pub(crate) clock: Clock,
+    /// Remote mode, when `--addr` or `SECRET_ADDR` names a server.
+    remote: Option<remote::Settings>,
 }
 
 fn os_user(env: &Environment) -> String {
@@ -560,7 +582,14 @@ impl Context {
         let request_id = crypto::random_array::<8>()
             .map(|b| crypto::hex(&b))
             .unwrap_or_default();
+        let remote = remote::Settings::resolve(
+            cli.addr.as_deref(),
+            cli.token_file.as_deref(),
+            cli.ca_file.as_deref(),
+            &env,
+        );
         Self {
+            remote,
             vault_path,
             identity_flag: cli.identity.clone(),
             quiet: cli.quiet,
@@ -622,7 +651,41 @@ impl Context {
         })
     }
 
+    /// Where the commands that work in both modes read and write: the vault file, or
+    /// in remote mode the server (connected only then).
+    pub(crate) fn backend(&self) -> Result<backend::Backend, VaultError> {
+        match &self.remote {
+            Some(settings) => Ok(backend::Backend::Remote(remote::Client::connect(
+                settings, &self.env,
+            )?)),
+            None => self.open().map(backend::Backend::Local),
+        }
+    }
+
+    /// The server, in remote mode.
+    pub(crate) fn remote_client(&self) -> Result<Option<remote::Client>, VaultError> {
+        self.remote
+            .as_ref()
+            .map(|settings| remote::Client::connect(settings, &self.env))
+            .transpose()
+    }
+
+    /// Refuses, in remote mode, a command that works on a vault file only.
+    pub(crate) fn local_only(&self) -> Result<(), VaultError> {
+        match self.remote {
+            Some(_) => Err(VaultError::Usage(
+                "this command works on a vault file only, and remote mode is on (SECRET_ADDR \
+                 or --addr is set); remote mode covers get, set, list, history, delete, rotate, \
+                 rotations, audit, export and run: unset SECRET_ADDR to use a vault file"
+                    .into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the local vault file (refused in remote mode).
     pub(crate) fn open(&self) -> Result<Vault, VaultError> {
+        self.local_only()?;
         if !self.vault_path.exists() {
             return Err(VaultError::NoVault(self.vault_path.clone()));
         }
@@ -677,6 +740,7 @@ pub(crate) fn ask_passphrase(
 }
 
 fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Result<(), VaultError> {
+    ctx.local_only()?;
     if ctx.vault_path.exists() {
         return Err(VaultError::VaultExists(ctx.vault_path.clone()));
     }
@@ -806,25 +870,29 @@ fn read_value(name: &str, raw: bool, allow_empty: bool) -> Result<SecretValue, I
 }
 
 fn set(ctx: &Context, args: SetArgs) -> Result<(), VaultError> {
-    let mut vault = ctx.open()?;
+    let mut backend = ctx.backend()?;
     let value = if args.generate {
         let charset = match args.charset {
             CharsetArg::Alnum => Charset::Alnum,
             CharsetArg::Hex => Charset::Hex,
             CharsetArg::Base64url => Charset::Base64Url,
         };
-        crypto::generate_value(charset, args.length as usize)
-            .map_err(|e| InputError::Other(e.to_string()))
-            .and_then(SecretValue::from_secret_string)
+        remote::NewValue::Generate {
+            charset,
+            length: args.length,
+        }
     } else {
-        read_value(&args.name, args.raw, args.allow_empty)
+        remote::NewValue::Given {
+            value: read_value(&args.name, args.raw, args.allow_empty),
+            allow_empty: args.allow_empty,
+        }
     };
     let options = SetOptions {
         if_version: args.if_version,
         description: args.description,
         generated: args.generate,
     };
-    let version = vault.set(&args.name, value, &options)?;
+    let version = backend.set(&args.name, value, &options)?;
     ctx.say(format!("{}: version {version} is current", args.name))
 }
 
@@ -843,7 +911,7 @@ fn get(
         (None, true) => VersionSelector::Label(Label::Previous),
         (None, false) => VersionSelector::Label(Label::Current),
     };
-    let revealed = ctx.open()?.get(name, selector)?;
+    let revealed = ctx.backend()?.get(name, selector)?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if json {
@@ -879,7 +947,7 @@ fn get(
 }
 
 fn list(ctx: &Context, json: bool, all: bool) -> Result<(), VaultError> {
-    let secrets = ctx.open()?.list(all)?;
+    let secrets = ctx.backend()?.list(all)?;
     if json {
         let rows: Vec<_> = secrets
             .iter()
@@ -929,7 +997,12 @@ fn list(ctx: &Context, json: bool, all: bool) -> Result<(), VaultError> {
 }
 
 fn history(ctx: &Context, name: &str, json: bool) -> Result<(), VaultError> {
-    let (row, versions) = ctx.open()?.history(name)?;
+    let backend::History {
+        name: row_name,
+        description,
+        deleted_at_ms,
+        versions,
+    } = ctx.backend()?.history(name)?;
     if json {
         let rows: Vec<_> = versions
             .iter()
@@ -945,15 +1018,15 @@ fn history(ctx: &Context, name: &str, json: bool) -> Result<(), VaultError> {
         println!(
             "{}",
             serde_json::json!({
-                "name": row.name,
-                "deleted": row.deleted_at_ms.is_some(),
-                "description": row.description,
+                "name": row_name,
+                "deleted": deleted_at_ms.is_some(),
+                "description": description,
                 "versions": rows,
             })
         );
         return Ok(());
     }
-    if row.deleted_at_ms.is_some() && !ctx.quiet {
+    if deleted_at_ms.is_some() && !ctx.quiet {
         println!("{name} is deleted (`secret undelete {name}` restores it)");
     }
     let mut table = Table::new(&["VERSION", "LABELS", "CREATED", "STATE"]);
@@ -1015,9 +1088,10 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
                     .as_deref()
                     .map(|t| parse_since(t, ctx.clock.now_ms()))
                     .transpose()?,
+                before_seq: None,
                 limit: args.limit,
             };
-            let entries = ctx.open()?.audit_entries(&filter, Action::AuditRead)?;
+            let entries = ctx.backend()?.audit_entries(&filter)?;
             if args.json {
                 let stdout = io::stdout();
                 let mut out = stdout.lock();

@@ -1,6 +1,8 @@
 //! The rotation commands: `rotate`, `rotations`, `plan`, `policy check`. They load the
 //! policies, open the vault, and hand both to the rotation engine; output is a table
-//! on a terminal or JSON with `--json`.
+//! on a terminal or JSON with `--json`. In remote mode `rotate NAME...` asks the
+//! server's scheduler instead and prints the report it returns, through the same
+//! printing; `rotations` reads through the backend.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,28 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {
 }
 
 pub(super) fn rotate(ctx: &Context, args: RotateArgs) -> Result<(), VaultError> {
+    // A name that is not one is refused before anything looks it up (or sends it).
+    for name in &args.names {
+        secret_core::model::SecretName::new(name)?;
+    }
+    if let Some(client) = ctx.remote_client()? {
+        if args.due {
+            return Err(VaultError::Usage(
+                "rotate --due is the server's own work in remote mode (its scheduler runs what \
+                 is due at every tick): name the secrets to rotate now"
+                    .into(),
+            ));
+        }
+        if args.dry_run {
+            return Err(VaultError::Usage(
+                "rotate --dry-run reads the policies and the vault together, which only the \
+                 server's host has: run it there (`secret plan` shows the same steps)"
+                    .into(),
+            ));
+        }
+        let report = client.rotate(&args.names)?;
+        return print_report(ctx, &report, args.json);
+    }
     let policies = load_policies(&ctx.policies_dir)?;
     let request = if args.due {
         Request::Due
@@ -75,7 +99,16 @@ pub(super) fn rotate(ctx: &Context, args: RotateArgs) -> Result<(), VaultError> 
         return dry_run(ctx, &mut engine, &policies, &request, args.json);
     }
     let report = runtime()?.block_on(engine.run(request))?;
-    if args.json {
+    print_report(ctx, &report, args.json)
+}
+
+/// What `secret rotate` prints for a pass, and the exit code it ends with.
+fn print_report(
+    ctx: &Context,
+    report: &secret_rotation::RunReport,
+    json_out: bool,
+) -> Result<(), VaultError> {
+    if json_out {
         println!(
             "{}",
             serde_json::to_string(&report).map_err(|e| VaultError::Io(e.to_string()))?
@@ -109,7 +142,7 @@ pub(super) fn rotate(ctx: &Context, args: RotateArgs) -> Result<(), VaultError> 
         0 => Ok(()),
         code => Err(VaultError::Rotation {
             code,
-            summary: summary(&report),
+            summary: summary(report),
         }),
     }
 }
@@ -224,19 +257,15 @@ pub(super) fn rotations(
     json_out: bool,
     limit: u64,
 ) -> Result<(), VaultError> {
-    let mut vault = ctx.open()?;
-    let runs = vault.rotations(name.as_deref(), limit)?;
-    vault.record(
-        Action::RotationsRead,
-        name.as_deref(),
-        json!({ "returned": runs.len() }),
-    )?;
+    if let Some(name) = &name {
+        secret_core::model::SecretName::new(name)?;
+    }
+    let runs = ctx.backend()?.rotations(name.as_deref(), limit, json_out)?;
     if json_out {
-        let mut out = Vec::new();
-        for r in &runs {
-            let steps = vault.rotation_steps(&r.id)?;
-            out.push(secret_core::render::rotation_body(r.clone(), steps));
-        }
+        let out: Vec<_> = runs
+            .into_iter()
+            .map(|(r, steps)| secret_core::render::rotation_body(r, steps))
+            .collect();
         println!(
             "{}",
             serde_json::to_string(&out).map_err(|e| VaultError::Io(e.to_string()))?
@@ -247,7 +276,7 @@ pub(super) fn rotations(
     let mut table = Table::new(&[
         "ID", "SECRET", "STARTED", "STATE", "OUTCOME", "VERSIONS", "NOTE",
     ]);
-    for r in &runs {
+    for (r, _) in &runs {
         let note = match (&r.error, r.state, r.revoke_after_ms) {
             (Some(e), _, _) => e.chars().take(100).collect(),
             (None, RunState::Grace, Some(t)) => {
@@ -276,6 +305,7 @@ pub(super) fn rotations(
 }
 
 pub(super) fn plan(ctx: &Context, json_out: bool) -> Result<(), VaultError> {
+    ctx.local_only()?;
     let policies = load_policies(&ctx.policies_dir)?;
     let vault = ctx.open()?;
     let mut engine = Engine::new(

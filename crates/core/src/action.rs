@@ -18,6 +18,8 @@ pub enum Action {
     /// A failed unlock, recorded without the key and folded into the chain later.
     Unlock,
     Get,
+    /// An API request for several values at once (each value read is its own `get`).
+    Export,
     Set,
     /// An import refused as a whole (each imported secret is its own `set`).
     Import,
@@ -63,6 +65,7 @@ impl Action {
             Action::Init => "init",
             Action::Unlock => "unlock",
             Action::Get => "get",
+            Action::Export => "export",
             Action::Set => "set",
             Action::Import => "import",
             Action::List => "list",
@@ -115,6 +118,7 @@ impl Action {
     pub fn durability(self) -> Durability {
         match self {
             Action::Get
+            | Action::Export
             | Action::List
             | Action::History
             | Action::AuditRead

@@ -136,6 +136,9 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub actor: Option<String>,
     pub since_ms: Option<i64>,
+    /// Only entries older than this sequence number: the next page back, for a reader
+    /// that gets at most so many entries per query (the API).
+    pub before_seq: Option<u64>,
     pub limit: Option<u64>,
 }
 

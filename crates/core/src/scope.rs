@@ -1,8 +1,12 @@
 //! API token scopes: what a token may do, with globs on secret names.
 //!
 //! `admin` · `secrets:list` · `secrets:read:<glob>` · `secrets:write:<glob>` ·
-//! `rotate:<glob>` · `audit:read`. A glob is a secret name in which `*` matches any run
-//! of characters and `?` one character (`OPENAI_*`, `*`).
+//! `secrets:delete:<glob>` · `rotate:<glob>` · `audit:read`. A glob is a secret name in
+//! which `*` matches any run of characters and `?` one character (`OPENAI_*`, `*`).
+//!
+//! Deleting has a scope of its own: a soft delete is undone by `secret undelete`, but
+//! until then every reader of the secret fails, so a token that may write a value does
+//! not thereby get to take it away from its readers.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +17,7 @@ pub enum Scope {
     SecretsList,
     SecretsRead(String),
     SecretsWrite(String),
+    SecretsDelete(String),
     Rotate(String),
     AuditRead,
 }
@@ -23,6 +28,7 @@ pub enum Need<'a> {
     List,
     Read(&'a str),
     Write(&'a str),
+    Delete(&'a str),
     Rotate(&'a str),
     AuditRead,
     /// Rotation records of one secret (or all): `rotate:<glob>` or `audit:read`.
@@ -43,7 +49,8 @@ impl FromStr for Scope {
         let bad = || {
             format!(
                 "invalid scope {s:?}: expected admin, secrets:list, secrets:read:GLOB, \
-                 secrets:write:GLOB, rotate:GLOB or audit:read (GLOB: a name with * and ?)"
+                 secrets:write:GLOB, secrets:delete:GLOB, rotate:GLOB or audit:read \
+                 (GLOB: a name with * and ?)"
             )
         };
         let with_glob = |glob: &str, make: fn(String) -> Scope| {
@@ -62,6 +69,8 @@ impl FromStr for Scope {
                     with_glob(g, Scope::SecretsRead)
                 } else if let Some(g) = s.strip_prefix("secrets:write:") {
                     with_glob(g, Scope::SecretsWrite)
+                } else if let Some(g) = s.strip_prefix("secrets:delete:") {
+                    with_glob(g, Scope::SecretsDelete)
                 } else if let Some(g) = s.strip_prefix("rotate:") {
                     with_glob(g, Scope::Rotate)
                 } else {
@@ -79,6 +88,7 @@ impl fmt::Display for Scope {
             Scope::SecretsList => f.write_str("secrets:list"),
             Scope::SecretsRead(g) => write!(f, "secrets:read:{g}"),
             Scope::SecretsWrite(g) => write!(f, "secrets:write:{g}"),
+            Scope::SecretsDelete(g) => write!(f, "secrets:delete:{g}"),
             Scope::Rotate(g) => write!(f, "rotate:{g}"),
             Scope::AuditRead => f.write_str("audit:read"),
         }
@@ -116,6 +126,7 @@ pub fn allows(scopes: &[Scope], need: Need<'_>) -> bool {
         (Scope::SecretsList, Need::List) => true,
         (Scope::SecretsRead(g), Need::Read(name)) => glob_matches(g, name),
         (Scope::SecretsWrite(g), Need::Write(name)) => glob_matches(g, name),
+        (Scope::SecretsDelete(g), Need::Delete(name)) => glob_matches(g, name),
         (Scope::Rotate(g), Need::Rotate(name)) => glob_matches(g, name),
         (Scope::Rotate(g), Need::Rotations(Some(name))) => glob_matches(g, name),
         (Scope::AuditRead, Need::AuditRead | Need::Rotations(_)) => true,
@@ -146,6 +157,7 @@ mod tests {
             "secrets:list",
             "secrets:read:OPENAI_*",
             "secrets:write:*",
+            "secrets:delete:APP_*",
             "rotate:JWT_SECRET",
             "audit:read",
         ] {
@@ -170,7 +182,18 @@ mod tests {
         assert!(!allows(&scopes, Need::Read("JWT_SECRET")));
         assert!(!allows(&scopes, Need::Write("OPENAI_API_KEY")));
         assert!(!allows(&scopes, Need::List));
+        assert!(!allows(&scopes, Need::Delete("OPENAI_API_KEY")));
         assert!(allows(&[Scope::Admin], Need::Write("X")));
+        assert!(allows(&[Scope::Admin], Need::Delete("X")));
+        let writer = [Scope::SecretsWrite("*".into())];
+        assert!(
+            !allows(&writer, Need::Delete("X")),
+            "writing a value is not deleting the secret"
+        );
+        assert!(allows(
+            &[Scope::SecretsDelete("APP_*".into())],
+            Need::Delete("APP_KEY")
+        ));
         assert!(allows(&[Scope::AuditRead], Need::Rotations(None)));
         assert!(!allows(
             &[Scope::Rotate("JWT_*".into())],

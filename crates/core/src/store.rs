@@ -1357,6 +1357,7 @@ impl Tx<'_> {
                  AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%')
                  AND (?3 IS NULL OR actor = ?3 OR actor = 'user:' || ?3 OR actor = 'token:' || ?3)
                  AND (?4 IS NULL OR at_ms >= ?4)
+                 AND (?6 IS NULL OR seq < ?6)
                ORDER BY seq DESC LIMIT ?5)
              ORDER BY seq"
         ))?;
@@ -1370,7 +1371,8 @@ impl Tx<'_> {
                 filter.action,
                 filter.actor,
                 filter.since_ms,
-                limit
+                limit,
+                filter.before_seq.map(|s| s.min(i64::MAX as u64) as i64)
             ],
             entry_row,
         )?;

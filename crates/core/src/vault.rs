@@ -338,6 +338,19 @@ fn history_in(tx: &Tx<'_>, name: &SecretName) -> Result<(SecretRow, Vec<VersionM
     Ok((row, versions))
 }
 
+/// Soft-deletes a secret inside a transaction: whether that changed anything, and its
+/// current version (for the audit entry).
+fn delete_in(tx: &Tx<'_>, name: &SecretName, now: i64) -> Result<(bool, Option<u64>), VaultError> {
+    let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+    let changed = row.deleted_at_ms.is_none();
+    if changed {
+        row.deleted_at_ms = Some(now);
+        row.updated_at_ms = now;
+        tx.save_secret(&row)?;
+    }
+    Ok((changed, row.current_version))
+}
+
 fn not_found(name: &SecretName) -> VaultError {
     VaultError::NotFound(format!(
         "no secret named {name}; `secret list` shows what exists"
@@ -727,18 +740,8 @@ impl Vault {
     /// Soft-deletes a secret. Returns false when it was already deleted.
     pub fn delete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
         self.named(Action::Delete, raw_name, |tx, _, name, now| {
-            let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
-            let changed = row.deleted_at_ms.is_none();
-            if changed {
-                row.deleted_at_ms = Some(now);
-                row.updated_at_ms = now;
-                tx.save_secret(&row)?;
-            }
-            Ok(Done::new(
-                changed,
-                row.current_version,
-                json!({ "changed": changed }),
-            ))
+            let (changed, version) = delete_in(tx, name, now)?;
+            Ok(Done::new(changed, version, json!({ "changed": changed })))
         })
     }
 

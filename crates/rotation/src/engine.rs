@@ -167,8 +167,40 @@ impl serde::Serialize for PassResult {
     }
 }
 
+impl std::str::FromStr for PassResult {
+    type Err = String;
+
+    /// The text [`fmt::Display`] writes, back (a report read from the API).
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "finished" => PassResult::Finished,
+            "rolled_back" => PassResult::RolledBack,
+            "failed" => PassResult::Failed,
+            "revoked" => PassResult::Revoked,
+            "revoke_failed" => PassResult::RevokeFailed,
+            "running_elsewhere" => PassResult::RunningElsewhere,
+            "not_started" => PassResult::NotStarted,
+            "stuck" => PassResult::Stuck,
+            other => {
+                let state = other
+                    .strip_prefix("stopped_in_")
+                    .and_then(|s| s.parse::<RunState>().ok())
+                    .ok_or_else(|| format!("{other:?} is not a known rotation result"))?;
+                PassResult::Stopped(state)
+            }
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PassResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// How one secret's rotation (or revoke) ended in this pass.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub secret: String,
     pub rotation: Option<String>,
@@ -277,6 +309,23 @@ pub(crate) fn holder_id(nonce: &str) -> String {
         .map(|s| s.to_string())
         .unwrap_or_else(|| "?".into());
     format!("{}:{pid}:{start}:{nonce}", boot_id())
+}
+
+/// The policy that rotates `name`, or why `secret rotate NAME` (and the API's rotate
+/// route, which answers with the same words) refuses: no policy (not found), or a
+/// manual secret (usage).
+pub fn rotatable<'p>(policies: &'p PolicySet, name: &str) -> Result<&'p SecretPolicy, VaultError> {
+    let policy = policies.secrets.get(name).ok_or_else(|| {
+        VaultError::NotFound(format!(
+            "no policy for {name}: add [secrets.{name}] to a file in the policies directory"
+        ))
+    })?;
+    if policy.generator == Generator::Manual {
+        return Err(VaultError::Usage(format!(
+            "{name} is a manual secret: it is not rotated here; set a new value with `secret set {name}`"
+        )));
+    }
+    Ok(policy)
 }
 
 /// Whether a recorded holder (`boot:pid:start:nonce`) still runs. On this boot it is
@@ -488,17 +537,7 @@ impl Engine {
     }
 
     fn policy(&self, name: &str) -> Result<SecretPolicy, VaultError> {
-        let policy = self.policies.secrets.get(name).cloned().ok_or_else(|| {
-            VaultError::NotFound(format!(
-                "no policy for {name}: add [secrets.{name}] to a file in the policies directory"
-            ))
-        })?;
-        if policy.generator == Generator::Manual {
-            return Err(VaultError::Usage(format!(
-                "{name} is a manual secret: it is not rotated here; set a new value with `secret set {name}`"
-            )));
-        }
-        Ok(policy)
+        rotatable(&self.policies, name).cloned()
     }
 
     async fn pass(&mut self, request: Request) -> Result<RunReport, VaultError> {
@@ -1766,5 +1805,26 @@ mod tests {
         assert_eq!(holder_liveness("other-boot:1:1:abcd"), Liveness::Unknown);
         let me = holder_id("n");
         assert_eq!(holder_liveness(&me), Liveness::Alive, "{me}");
+    }
+
+    #[test]
+    fn pass_results_read_back_from_their_text() {
+        let all = [
+            PassResult::Finished,
+            PassResult::RolledBack,
+            PassResult::Failed,
+            PassResult::Revoked,
+            PassResult::RevokeFailed,
+            PassResult::RunningElsewhere,
+            PassResult::NotStarted,
+            PassResult::Stuck,
+            PassResult::Stopped(RunState::Push),
+            PassResult::Stopped(RunState::Rollback),
+        ];
+        for result in all {
+            assert_eq!(result.to_string().parse::<PassResult>(), Ok(result));
+        }
+        assert!("stopped_in_nowhere".parse::<PassResult>().is_err());
+        assert!("finishd".parse::<PassResult>().is_err());
     }
 }

@@ -54,7 +54,7 @@ use secret_core::policy::{Generator, PolicySet, SecretPolicy, TargetPolicy};
 use secret_core::rotation_state::RunOutcome;
 use secret_core::vault::{RotationRow, SecretRow};
 
-pub use engine::{Engine, EngineOptions, Outcome, PassResult, Request, RunReport};
+pub use engine::{rotatable, Engine, EngineOptions, Outcome, PassResult, Request, RunReport};
 pub use secret_core::rotation_state::{RunState, Step, StepStatus, Trigger};
 
 /// A failed rotation is retried by `--due` and the scheduler no sooner than this.

@@ -10,6 +10,7 @@
 //!         │                                                       secret_rotation::drift
 //!         └─► backup (scheduled backups: a blocking thread, its own vault connection)
 //!  metrics (one registry both write)     clock (tokio time for paused-clock tests)
+//!  passes (what the scheduler's passes did with rotations the API asked for)
 //! ```
 //!
 //! - [`serve`] wires the rest together and owns shutdown; [`serve::run_until_signal`]
@@ -31,6 +32,7 @@ pub mod api;
 pub mod backup;
 pub mod clock;
 pub mod metrics;
+pub mod passes;
 pub mod scheduler;
 pub mod serve;
 pub mod service;

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{DriftSample, Metrics, SecretLabel};
+
+use crate::passes::PassLog;
 use crate::service::RotateRequest;
 use secret_core::error::VaultError;
 use secret_core::policy::PolicySet;
@@ -70,6 +72,7 @@ pub async fn run(
     engine: &mut Engine,
     policies: Arc<PolicySet>,
     metrics: Arc<Metrics>,
+    passes: Arc<PassLog>,
     options: SchedulerOptions,
     mut requests: mpsc::Receiver<RotateRequest>,
     mut shutdown: watch::Receiver<bool>,
@@ -121,13 +124,19 @@ pub async fn run(
         let names: Vec<String> = asked.iter().map(|r| r.secret.clone()).collect();
         if !names.is_empty() {
             match engine.run(Request::Names(names)).await {
-                Ok(report) => record(&metrics, &report),
+                Ok(report) => {
+                    record(&metrics, &report);
+                    passes.record(&asked, &report);
+                }
                 Err(e) => eprintln!("scheduler: requested rotation: {e}"),
             }
         }
         if leader {
             match engine.run(Request::Due).await {
-                Ok(report) => record(&metrics, &report),
+                Ok(report) => {
+                    record(&metrics, &report);
+                    passes.record(&[], &report);
+                }
                 // One bad pass (a busy store, say) is not the end of the scheduler.
                 Err(e) => eprintln!("scheduler: pass failed ({e}); trying again next tick"),
             }
@@ -343,7 +352,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let (policies, m) = (s.policies.clone(), metrics.clone());
         let task = tokio::task::spawn_local(async move {
-            run(&mut engine, policies, m, options(), rx, stopped)
+            let passes = Arc::new(PassLog::default());
+            run(&mut engine, policies, m, passes, options(), rx, stopped)
                 .await
                 .unwrap();
         });

@@ -70,6 +70,7 @@ pub async fn serve(
         }
         None => None,
     };
+    let passes = Arc::new(crate::passes::PassLog::default());
     let (rotate_tx, rotate_rx) = mpsc::channel(256);
     let scheduler_thread = match scheduler_options {
         Some(options) => {
@@ -80,8 +81,12 @@ pub async fn serve(
                 request_id: secret_core::crypto::hex(&secret_core::crypto::random_array::<8>()?),
             });
             let mut engine = scheduler::engine(engine_vault, &policies, &options)?;
-            let (policies, metrics, shutdown) =
-                (policies.clone(), metrics.clone(), shutdown.clone());
+            let (policies, metrics, passes, shutdown) = (
+                policies.clone(),
+                metrics.clone(),
+                passes.clone(),
+                shutdown.clone(),
+            );
             let thread = std::thread::Builder::new()
                 .name("scheduler".into())
                 .spawn(move || {
@@ -94,6 +99,7 @@ pub async fn serve(
                                 &mut engine,
                                 policies,
                                 metrics,
+                                passes,
                                 options,
                                 rotate_rx,
                                 shutdown,
@@ -125,6 +131,7 @@ pub async fn serve(
         clock,
         vault: service,
         metrics,
+        passes,
         rotate: rotate_tx,
         policies,
         trust_forwarded_for,

@@ -119,6 +119,8 @@ fn flush(
 pub struct ServeState {
     pub vault: VaultService,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What the scheduler's passes did, for `GET /v1/rotations/{id}`.
+    pub passes: Arc<crate::passes::PassLog>,
     /// Rotation requests for the scheduler (`POST /v1/secrets/{name}/rotate`).
     pub rotate: mpsc::Sender<RotateRequest>,
     /// The policies the server runs with (for `/v1/secrets/{name}/rotate` checks).

@@ -9,6 +9,7 @@ mod drift;
 mod interop;
 mod jwks;
 mod keys;
+mod remote;
 mod rotation;
 mod serve;
 mod util;

@@ -242,6 +242,8 @@ impl TestEnv {
                         name: format!("FILL_{s}"),
                         value: SecretValue::from_bytes(value, false),
                         if_version: None,
+                        description: None,
+                        generated: false,
                     },
                 });
                 if calls.len() == 1000 {

@@ -12,13 +12,14 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::{append, history_in, read_in, write_in, Done, Keys, Vault};
+use super::bulk::{current_names, reveal_each};
+use super::{append, delete_in, history_in, read_in, write_in, Done, Keys, Vault};
 use crate::action::Action;
 use crate::audit::{Actor, AuditFilter, Entry};
 use crate::crypto;
 use crate::error::VaultError;
 use crate::model::{
-    InputError, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
+    InputError, Label, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
     VersionSelector,
 };
 use crate::rotation_state::{RunState, Step, StepStatus, Trigger};
@@ -52,18 +53,39 @@ impl std::fmt::Debug for ApiCall {
 /// What the request asks for.
 #[derive(Debug)]
 pub enum Op {
-    ListSecrets,
+    ListSecrets {
+        /// Soft-deleted secrets too.
+        include_deleted: bool,
+    },
+    /// One value: a version number, a label, or (neither) the current version.
     Read {
         name: String,
         version: Option<u64>,
+        label: Option<Label>,
     },
     Write {
         name: String,
         value: Result<SecretValue, InputError>,
         if_version: Option<u64>,
+        /// Replaces the secret's description.
+        description: Option<String>,
+        /// The server generated the value (recorded in the audit details).
+        generated: bool,
     },
     Versions {
         name: String,
+    },
+    /// Soft delete (`undelete` on the vault's host restores it).
+    Delete {
+        name: String,
+    },
+    /// The current values of several secrets in one call, one audited `get` each:
+    /// the ones named (every one must be readable with the token's scopes), or every
+    /// live secret the token may read.
+    Export {
+        only: Option<Vec<String>>,
+        /// `export` or `run`, recorded with each read.
+        purpose: String,
     },
     /// Authorise and record a rotation request; the caller starts it. `rotatable` is the
     /// caller's policy check, refused (and audited) only after auth and scope.
@@ -101,7 +123,17 @@ pub enum Reply {
     Value(Revealed),
     Written(VersionNumber),
     Versions(SecretRow, Vec<VersionMeta>),
-    RotateAccepted { rotation_id: String },
+    /// Whether the delete changed anything (false: it was deleted already).
+    Deleted(bool),
+    /// Values sorted by name, and — for a token that may list names — how many live
+    /// secrets it may not read and were left out.
+    Exported {
+        values: Vec<Revealed>,
+        omitted: Option<usize>,
+    },
+    RotateAccepted {
+        rotation_id: String,
+    },
     Rotations(Vec<(RotationRow, Vec<StepRow>)>),
     Audit(Vec<Entry>),
     Jwks(serde_json::Value),
@@ -209,10 +241,12 @@ fn require(caller: &Caller, need: Need<'_>, what: &str) -> Result<(), CallError>
 /// The audit action and secret a call is recorded under.
 fn action_of(op: &Op) -> (Action, Option<&str>) {
     match op {
-        Op::ListSecrets => (Action::List, None),
+        Op::ListSecrets { .. } => (Action::List, None),
         Op::Read { name, .. } => (Action::Get, Some(name)),
         Op::Write { name, .. } => (Action::Set, Some(name)),
         Op::Versions { name } => (Action::History, Some(name)),
+        Op::Delete { name } => (Action::Delete, Some(name)),
+        Op::Export { .. } => (Action::Export, None),
         Op::Rotate { name, .. } => (Action::Rotate(Step::Request), Some(name)),
         Op::Rotations { secret, .. } => (Action::RotationsRead, secret.as_deref()),
         Op::Audit { .. } => (Action::AuditRead, None),
@@ -221,13 +255,15 @@ fn action_of(op: &Op) -> (Action, Option<&str>) {
     }
 }
 
-/// Carries out one call inside the batch's transaction.
+/// Carries out one call inside the batch's transaction. `actor` is who the entries it
+/// appends itself (an export's reads) name.
 fn handle(
     tx: &Tx<'_>,
     keys: &Keys,
     now: i64,
     call: &ApiCall,
     caller: &Option<Caller>,
+    actor: &Actor,
 ) -> Result<Done<Reply>, CallError> {
     let caller_ref = || {
         caller
@@ -284,38 +320,129 @@ fn handle(
             None,
             json!({ "route": route, "status": status }),
         )),
-        Op::ListSecrets => {
+        Op::ListSecrets { include_deleted } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
-            let secrets = tx.list_secrets(false)?;
+            let secrets = tx.list_secrets(*include_deleted)?;
             let count = secrets.len();
             Ok(Done::new(
                 Reply::Secrets(secrets),
                 None,
-                json!({ "count": count }),
+                json!({ "count": count, "include_deleted": include_deleted }),
             ))
         }
-        Op::Read { name, version } => {
+        Op::Read {
+            name,
+            version,
+            label,
+        } => {
             require(
                 caller_ref()?,
                 Need::Read(name),
                 &format!("secrets:read:{name}"),
             )?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let selector = match version {
-                Some(v) => VersionSelector::Number(
+            let selector = match (version, label) {
+                (Some(_), Some(_)) => {
+                    return Err(
+                        VaultError::Usage("ask for a version or a label, not both".into()).into(),
+                    )
+                }
+                (Some(v), None) => VersionSelector::Number(
                     VersionNumber::new(*v)
                         .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
                 ),
-                None => VersionSelector::Label(crate::model::Label::Current),
+                (None, Some(label)) => VersionSelector::Label(*label),
+                (None, None) => VersionSelector::Label(Label::Current),
             };
             let revealed = read_in(tx, keys, &name, selector)?;
             let v = revealed.version.get();
-            Ok(Done::new(Reply::Value(revealed), Some(v), json!({})))
+            let selector_text = match selector {
+                VersionSelector::Label(l) => l.as_str(),
+                VersionSelector::Number(_) => "version",
+            };
+            Ok(Done::new(
+                Reply::Value(revealed),
+                Some(v),
+                json!({ "selector": selector_text }),
+            ))
+        }
+        Op::Delete { name } => {
+            require(
+                caller_ref()?,
+                Need::Delete(name),
+                &format!("secrets:delete:{name}"),
+            )?;
+            let name = SecretName::new(name).map_err(VaultError::from)?;
+            let (changed, version) = delete_in(tx, &name, now)?;
+            Ok(Done::new(
+                Reply::Deleted(changed),
+                version,
+                json!({ "changed": changed }),
+            ))
+        }
+        Op::Export { only, purpose } => {
+            let caller = caller_ref()?;
+            let names = match only {
+                Some(raw) => {
+                    let names = raw
+                        .iter()
+                        .map(|n| SecretName::new(n))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(VaultError::from)?;
+                    let denied: Vec<String> = names
+                        .iter()
+                        .filter(|n| !allows(&caller.scopes, Need::Read(n.as_str())))
+                        .map(|n| format!("secrets:read:{n}"))
+                        .collect();
+                    if !denied.is_empty() {
+                        return Err(CallError::Forbidden(format!(
+                            "token {} lacks the scope for {}",
+                            caller.id,
+                            denied.join(", ")
+                        )));
+                    }
+                    current_names(tx, Some(&names))?
+                }
+                None => {
+                    let reads_any = caller
+                        .scopes
+                        .iter()
+                        .any(|s| matches!(s, Scope::Admin | Scope::SecretsRead(_)));
+                    if !reads_any {
+                        return Err(CallError::Forbidden(format!(
+                            "token {} lacks the scope for secrets:read:<name>",
+                            caller.id
+                        )));
+                    }
+                    current_names(tx, None)?
+                }
+            };
+            let (readable, hidden): (Vec<SecretName>, Vec<SecretName>) = names
+                .into_iter()
+                .partition(|n| allows(&caller.scopes, Need::Read(n.as_str())));
+            // How many were left out is itself metadata: only a token that may list
+            // names learns it.
+            let omitted = allows(&caller.scopes, Need::List).then_some(hidden.len());
+            let details = json!({
+                "selector": "current",
+                "purpose": purpose,
+                "via": "api",
+                "remote": call.remote,
+            });
+            let (values, _) = reveal_each(tx, keys, actor, now, &readable, &details)?;
+            let count = values.len();
+            Ok(Done::new(
+                Reply::Exported { values, omitted },
+                None,
+                json!({ "purpose": purpose, "count": count, "omitted": hidden.len() }),
+            ))
         }
         Op::Write {
             name,
             value,
             if_version,
+            description,
+            generated,
         } => {
             require(
                 caller_ref()?,
@@ -326,8 +453,8 @@ fn handle(
             let value = value.as_ref().map_err(|e| VaultError::Input(e.clone()))?;
             let options = super::SetOptions {
                 if_version: *if_version,
-                description: None,
-                generated: false,
+                description: description.clone(),
+                generated: *generated,
             };
             let (version, details) = write_in(tx, now, keys, &name, value, &options)?;
             Ok(Done::new(
@@ -353,9 +480,12 @@ fn handle(
                 Need::Rotate(name.as_str()),
                 &format!("rotate:{name}"),
             )?;
+            // The refusal keeps its kind (no policy: not found; a manual secret: usage),
+            // so the API answers with the status `secret rotate` exits with.
             let generator = match rotatable {
                 Ok(g) => g.clone(),
                 Err(VaultError::NotFound(m)) => return Err(VaultError::NotFound(m.clone()).into()),
+                Err(VaultError::Usage(m)) => return Err(VaultError::Usage(m.clone()).into()),
                 Err(other) => return Err(VaultError::Conflict(other.to_string()).into()),
             };
             if let Some(open) = tx.rotation_in_progress(name.as_str())? {
@@ -542,8 +672,13 @@ impl Vault {
                     }
                     _ => None,
                 };
+                let actor = Actor {
+                    name: authenticated.clone().unwrap_or_else(|| "anonymous".into()),
+                    pid: None,
+                    request_id: call.request_id.clone(),
+                };
                 tx.savepoint()?;
-                let outcome = caller.and_then(|caller| handle(tx, keys, at, call, &caller));
+                let outcome = caller.and_then(|caller| handle(tx, keys, at, call, &caller, &actor));
                 let result = match outcome {
                     Ok(done) => {
                         tx.release()?;
@@ -553,12 +688,6 @@ impl Vault {
                         tx.rollback_to_savepoint()?;
                         Err(e)
                     }
-                };
-                let actor_name = authenticated.clone().unwrap_or_else(|| "anonymous".into());
-                let actor = Actor {
-                    name: actor_name,
-                    pid: None,
-                    request_id: call.request_id.clone(),
                 };
                 let mut details = json!({ "via": "api", "remote": call.remote });
                 let (outcome_code, version) = match &result {
@@ -660,6 +789,8 @@ mod tests {
                     false,
                 ),
                 if_version: None,
+                description: None,
+                generated: false,
             },
         };
         let shown = format!("{call:?}");

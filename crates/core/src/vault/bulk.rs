@@ -1,14 +1,16 @@
 //! Many secrets in one transaction: `secret import` writes them all or none, and
 //! `secret export` / `secret run` read them all with one audit entry per secret,
-//! committed before any value leaves.
+//! committed before any value leaves. The API's `POST /v1/export` reads through the
+//! same two functions ([`current_names`], [`reveal_each`]).
 
 use serde_json::json;
 
-use super::{append, read_in, write_in, Vault};
+use super::{append, read_in, write_in, Keys, Vault};
 use crate::action::Action;
+use crate::audit::{Actor, Head};
 use crate::error::VaultError;
 use crate::model::{Label, Revealed, SecretName, SecretValue, VersionNumber, VersionSelector};
-use crate::store::Durability;
+use crate::store::{Durability, Tx};
 
 /// One secret an import wrote.
 #[derive(Clone, Debug)]
@@ -98,55 +100,11 @@ impl Vault {
         let keys = &self.keys;
         let actor = &self.actor;
         let clock = &self.clock;
+        let details = json!({ "selector": "current", "purpose": purpose });
         let result = self.store.write_with(Durability::Committed, |tx| {
             let now = clock.now_ms();
-            let names: Vec<SecretName> = match only {
-                Some(names) => {
-                    let mut missing = Vec::new();
-                    for name in names {
-                        let live = tx
-                            .secret(name.as_str())?
-                            .is_some_and(|r| r.deleted_at_ms.is_none() && r.current_version.is_some());
-                        if !live {
-                            missing.push(name.as_str());
-                        }
-                    }
-                    if !missing.is_empty() {
-                        return Err(VaultError::NotFound(format!(
-                            "not in the vault (or without a current value): {}; `secret list` shows what is",
-                            missing.join(", ")
-                        )));
-                    }
-                    let mut names = names.to_vec();
-                    names.sort();
-                    names.dedup();
-                    names
-                }
-                None => tx
-                    .list_secrets(false)?
-                    .into_iter()
-                    .filter(|m| m.current_version.is_some())
-                    .map(|m| SecretName::new(&m.name))
-                    .collect::<Result<_, _>>()?,
-            };
-            let mut head = None;
-            let mut out = Vec::with_capacity(names.len());
-            for name in &names {
-                let revealed = read_in(tx, keys, name, VersionSelector::Label(Label::Current))?;
-                head = Some(append(
-                    tx,
-                    keys,
-                    actor,
-                    now,
-                    Action::Get.as_str(),
-                    Some(name.as_str()),
-                    Some(revealed.version.get()),
-                    "ok",
-                    &json!({ "selector": "current", "purpose": purpose }),
-                )?);
-                out.push(revealed);
-            }
-            Ok((out, head))
+            let names = current_names(tx, only)?;
+            reveal_each(tx, keys, actor, now, &names, &details)
         });
         match result {
             Ok((out, head)) => {
@@ -161,4 +119,72 @@ impl Vault {
             }
         }
     }
+}
+
+/// What `reveal_current` reads: the names in `only` (each must be live with a current
+/// value; the error lists every one that is not), sorted and deduplicated, or else
+/// every live secret with a current value.
+pub(super) fn current_names(
+    tx: &Tx<'_>,
+    only: Option<&[SecretName]>,
+) -> Result<Vec<SecretName>, VaultError> {
+    match only {
+        Some(names) => {
+            let mut missing = Vec::new();
+            for name in names {
+                let live = tx
+                    .secret(name.as_str())?
+                    .is_some_and(|r| r.deleted_at_ms.is_none() && r.current_version.is_some());
+                if !live {
+                    missing.push(name.as_str());
+                }
+            }
+            if !missing.is_empty() {
+                return Err(VaultError::NotFound(format!(
+                    "not in the vault (or without a current value): {}; `secret list` shows what is",
+                    missing.join(", ")
+                )));
+            }
+            let mut names = names.to_vec();
+            names.sort();
+            names.dedup();
+            Ok(names)
+        }
+        None => Ok(tx
+            .list_secrets(false)?
+            .into_iter()
+            .filter(|m| m.current_version.is_some())
+            .map(|m| SecretName::new(&m.name))
+            .collect::<Result<_, _>>()?),
+    }
+}
+
+/// Reads the current value of each of `names`, appending one audited `get` per value
+/// (with `details`), and returns them with the newest head.
+pub(super) fn reveal_each(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    actor: &Actor,
+    now: i64,
+    names: &[SecretName],
+    details: &serde_json::Value,
+) -> Result<(Vec<Revealed>, Option<Head>), VaultError> {
+    let mut head = None;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let revealed = read_in(tx, keys, name, VersionSelector::Label(Label::Current))?;
+        head = Some(append(
+            tx,
+            keys,
+            actor,
+            now,
+            Action::Get.as_str(),
+            Some(name.as_str()),
+            Some(revealed.version.get()),
+            "ok",
+            details,
+        )?);
+        out.push(revealed);
+    }
+    Ok((out, head))
 }

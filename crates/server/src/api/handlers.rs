@@ -17,11 +17,12 @@ use super::error::{ApiError, ErrorBody, JsonBody, QueryArgs};
 use super::{AppState, Ctx};
 use crate::service::RotateRequest;
 use secret_core::audit::AuditFilter;
+use secret_core::crypto::Charset;
 use secret_core::error::VaultError;
-use secret_core::model::SecretValue;
-use secret_core::policy::Generator;
+use secret_core::model::{InputError, Label, Revealed, SecretValue, MAX_VALUE_BYTES};
 use secret_core::render::{entry_json, rfc3339, rotation_body, RotationBody};
 use secret_core::vault::{Op, Reply};
+use secret_rotation::Outcome;
 
 /// Rotation records a list returns unless `limit` says otherwise.
 const DEFAULT_ROTATIONS: u64 = 50;
@@ -44,6 +45,8 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Value(_) => "Value",
         Reply::Written(_) => "Written",
         Reply::Versions(..) => "Versions",
+        Reply::Deleted(_) => "Deleted",
+        Reply::Exported { .. } => "Exported",
         Reply::RotateAccepted { .. } => "RotateAccepted",
         Reply::Rotations(_) => "Rotations",
         Reply::Audit(_) => "Audit",
@@ -109,42 +112,67 @@ pub(crate) struct SecretList {
     secrets: Vec<SecretSummary>,
 }
 
-/// A secret's metadata; never its value.
+/// A secret's metadata; never its value. Everything `secret list --json` shows.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct SecretSummary {
     name: String,
     /// The current version, if the secret has one.
     version: Option<u64>,
+    /// The newest version number ever written.
+    latest_version: u64,
+    /// The version a rotation in progress staged, if any.
+    pending_version: Option<u64>,
+    /// The version before the current one, if any.
+    previous_version: Option<u64>,
     /// How many versions still hold a value.
     versions: u64,
     description: Option<String>,
     /// RFC 3339.
     created_at: String,
     updated_at: String,
+    /// When it was soft-deleted (only with `?all=true`).
+    deleted_at: Option<String>,
 }
 
-/// Names and metadata of every secret (no values). Scope `secrets:list`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Include soft-deleted secrets.
+    all: Option<bool>,
+}
+
+/// Names and metadata of every secret (no values), sorted by name. Scope `secrets:list`.
 #[utoipa::path(get, path = "/v1/secrets", tag = "secrets", security(("bearer" = [])),
+    params(ListQuery),
     responses(
         (status = 200, body = SecretList),
+        (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 429, body = ErrorBody),
     ))]
 pub(crate) async fn list_secrets(
     State(state): State<AppState>,
     ctx: Ctx,
+    QueryArgs(query): QueryArgs<ListQuery>,
 ) -> Result<Json<SecretList>, ApiError> {
-    match state.call(ctx, Op::ListSecrets).await? {
+    let op = Op::ListSecrets {
+        include_deleted: query.all.unwrap_or(false),
+    };
+    match state.call(ctx, op).await? {
         Reply::Secrets(metas) => Ok(Json(SecretList {
             secrets: metas
                 .into_iter()
                 .map(|m| SecretSummary {
                     name: m.name,
                     version: m.current_version,
+                    latest_version: m.latest_version,
+                    pending_version: m.pending_version,
+                    previous_version: m.previous_version,
                     versions: m.live_versions,
                     description: m.description,
                     created_at: rfc3339(m.created_at_ms, true),
                     updated_at: rfc3339(m.updated_at_ms, true),
+                    deleted_at: m.deleted_at_ms.map(|t| rfc3339(t, true)),
                 })
                 .collect(),
         })),
@@ -155,8 +183,22 @@ pub(crate) async fn list_secrets(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReadQuery {
-    /// A version number; the current version when absent.
+    /// A version number; the current version when neither this nor `label` is given.
     version: Option<u64>,
+    /// `current`, `previous` or `pending` (instead of `version`).
+    label: Option<String>,
+}
+
+/// `?label=`: one of the three labels.
+fn label_of(text: &str) -> Result<Label, ApiError> {
+    match text {
+        "current" => Ok(Label::Current),
+        "previous" => Ok(Label::Previous),
+        "pending" => Ok(Label::Pending),
+        _ => Err(ApiError::BadRequest(
+            "label: expected current, previous or pending".into(),
+        )),
+    }
 }
 
 /// A secret's value, as returned by a read.
@@ -168,7 +210,8 @@ pub(crate) struct SecretValueBody<'a> {
     value: &'a str,
 }
 
-/// Reads a value (the current version, or `?version=N`). Scope `secrets:read:<glob>`.
+/// Reads a value (the current version, `?version=N` or `?label=previous`). Scope
+/// `secrets:read:<glob>`.
 /// The read is in the audit log before the value is sent.
 #[utoipa::path(get, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
     params(("name" = String, Path, description = "Secret name"), ReadQuery),
@@ -185,12 +228,14 @@ pub(crate) async fn read_secret(
     Path(name): Path<String>,
     QueryArgs(query): QueryArgs<ReadQuery>,
 ) -> Result<Response, ApiError> {
+    let label = query.label.as_deref().map(label_of).transpose()?;
     let revealed = match state
         .call(
             ctx,
             Op::Read {
                 name,
                 version: query.version,
+                label,
             },
         )
         .await?
@@ -198,45 +243,108 @@ pub(crate) async fn read_secret(
         Reply::Value(revealed) => revealed,
         other => return Err(unexpected(&other)),
     };
-    let body = SecretValueBody {
+    let body = value_body(&revealed);
+    let capacity = worst_case_json(body.value.len() + body.name.len());
+    let buffer = zeroizing_json(&body, capacity)?;
+    let version = revealed.version.get();
+    drop(revealed);
+    let mut response = no_store_json(buffer);
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(ETAG, etag);
+    }
+    Ok(response)
+}
+
+fn value_body(revealed: &Revealed) -> SecretValueBody<'_> {
+    SecretValueBody {
         name: revealed.name.as_str(),
         version: revealed.version.get(),
         created_at: rfc3339(revealed.created_at_ms, true),
         value: revealed.value.expose(),
-    };
-    // Sized for the worst case of JSON escaping (\u00XX: six bytes for one), so the
-    // buffer never reallocates and leaves a copy of the value behind.
-    let capacity = 6 * (body.value.len() + body.name.len()) + 128;
+    }
+}
+
+/// Room for `text_bytes` of text in the worst case of JSON escaping (\u00XX: six bytes
+/// for one) plus the fields around it, so the buffer never reallocates and leaves a
+/// copy of a value behind.
+fn worst_case_json(text_bytes: usize) -> usize {
+    6 * text_bytes + 128
+}
+
+/// `body` as JSON in a buffer that is wiped when dropped.
+fn zeroizing_json(body: &impl Serialize, capacity: usize) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     let mut buffer = Zeroizing::new(Vec::with_capacity(capacity));
-    serde_json::to_writer(&mut *buffer, &body).map_err(|e| {
+    serde_json::to_writer(&mut *buffer, body).map_err(|e| {
         ApiError::Internal(format!(
             "cannot encode a value response: {:?}",
             e.classify()
         ))
     })?;
-    let version = revealed.version.get();
-    drop(revealed);
-    // The body owns the zeroizing buffer: it is wiped when the server drops the body.
+    Ok(buffer)
+}
+
+/// A response holding values: JSON, never cached. The body owns the zeroizing buffer,
+/// so it is wiped when the server drops the body.
+fn no_store_json(buffer: Zeroizing<Vec<u8>>) -> Response {
     let mut response = Body::from(Bytes::from_owner(buffer)).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        headers.insert(ETAG, etag);
-    }
-    Ok(response)
+    response
 }
 
-/// A write. `value` is kept in a zeroizing string.
+/// A write: a `value`, or a value the server generates (`generate`). `value` is kept
+/// in a zeroizing string.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WriteBody {
-    /// The new value: UTF-8, 1 byte to 64 KiB.
-    #[schema(value_type = String)]
-    value: SecretString,
+    /// The new value: UTF-8, 1 byte to 64 KiB (0 bytes with `allow_empty`).
+    #[schema(value_type = Option<String>)]
+    value: Option<SecretString>,
+    /// Instead of `value`: the server generates one with its system RNG, and it never
+    /// crosses the network.
+    generate: Option<GenerateSpec>,
     /// Compare-and-set: the current version must be this (0: the secret must not exist).
     /// `If-Match: "N"` says the same.
     if_version: Option<u64>,
+    /// Replaces the secret's description.
+    description: Option<String>,
+    /// Accept an empty `value`.
+    #[serde(default)]
+    allow_empty: bool,
+}
+
+/// How the server generates a value (as `secret set --generate` does).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GenerateSpec {
+    /// Characters, 1 to 65536 (default 32).
+    length: Option<u32>,
+    /// `alnum` (default), `hex` or `base64url`.
+    charset: Option<String>,
+}
+
+/// A generated value, or why the spec is refused.
+fn generated(spec: &GenerateSpec) -> Result<Result<SecretValue, InputError>, ApiError> {
+    let charset = match spec.charset.as_deref().unwrap_or("alnum") {
+        "alnum" => Charset::Alnum,
+        "hex" => Charset::Hex,
+        "base64url" => Charset::Base64Url,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "generate.charset: expected alnum, hex or base64url".into(),
+            ))
+        }
+    };
+    let length = spec.length.unwrap_or(32) as usize;
+    if !(1..=MAX_VALUE_BYTES).contains(&length) {
+        return Err(ApiError::BadRequest(format!(
+            "generate.length: expected 1 to {MAX_VALUE_BYTES}"
+        )));
+    }
+    Ok(secret_core::crypto::generate_value(charset, length)
+        .map_err(|e| InputError::Other(e.to_string()))
+        .and_then(SecretValue::from_secret_string))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -259,7 +367,8 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     unquoted.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
-/// Writes a new version and makes it current. Scope `secrets:write:<glob>`.
+/// Writes a new version (given, or generated by the server) and makes it current.
+/// Scope `secrets:write:<glob>`.
 #[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
     params(("name" = String, Path, description = "Secret name"),
         ("If-Match" = Option<String>, Header, description = "Compare-and-set: the current version, e.g. \"3\"")),
@@ -285,10 +394,21 @@ pub(crate) async fn write_secret(
         }
         (a, b) => a.or(b),
     };
-    let bytes = Zeroizing::new(body.value.expose_secret().as_bytes().to_vec());
+    let description = body.description.clone();
+    let (value, generate) = match (&body.value, &body.generate) {
+        (Some(given), None) => {
+            let bytes = Zeroizing::new(given.expose_secret().as_bytes().to_vec());
+            // An invalid value still goes to the vault, which audits the refusal.
+            (SecretValue::from_bytes(bytes, body.allow_empty), false)
+        }
+        (None, Some(spec)) => (generated(spec)?, true),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "send either value or generate, not both and not neither".into(),
+            ))
+        }
+    };
     drop(body);
-    // An invalid value still goes to the vault, which audits the refusal.
-    let value = SecretValue::from_bytes(bytes, false);
     match state
         .call(
             ctx,
@@ -296,6 +416,8 @@ pub(crate) async fn write_secret(
                 name: name.clone(),
                 value,
                 if_version,
+                description,
+                generated: generate,
             },
         )
         .await?
@@ -308,10 +430,14 @@ pub(crate) async fn write_secret(
     }
 }
 
+/// A secret's versions: everything `secret history --json` shows.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct VersionList {
     name: String,
     deleted: bool,
+    /// When it was soft-deleted.
+    deleted_at: Option<String>,
+    description: Option<String>,
     versions: Vec<VersionSummary>,
 }
 
@@ -323,6 +449,8 @@ pub(crate) struct VersionSummary {
     created_at: String,
     /// The value was destroyed; only the metadata is left.
     destroyed: bool,
+    /// When it was destroyed.
+    destroyed_at: Option<String>,
 }
 
 /// A secret's versions, without values. Scope `secrets:list`.
@@ -342,6 +470,8 @@ pub(crate) async fn versions(
         Reply::Versions(row, versions) => Ok(Json(VersionList {
             name: row.name,
             deleted: row.deleted_at_ms.is_some(),
+            deleted_at: row.deleted_at_ms.map(|t| rfc3339(t, true)),
+            description: row.description,
             versions: versions
                 .into_iter()
                 .map(|v| VersionSummary {
@@ -349,11 +479,120 @@ pub(crate) async fn versions(
                     labels: v.labels,
                     created_at: rfc3339(v.created_at_ms, true),
                     destroyed: v.destroyed_at_ms.is_some(),
+                    destroyed_at: v.destroyed_at_ms.map(|t| rfc3339(t, true)),
                 })
                 .collect(),
         })),
         other => Err(unexpected(&other)),
     }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    name: String,
+    deleted: bool,
+    /// False when it was deleted already.
+    changed: bool,
+}
+
+/// Soft-deletes a secret: it cannot be read or written until `secret undelete` on the
+/// vault's host restores it. Scope `secrets:delete:<glob>` (writing a value is not
+/// enough: a deleted secret fails every reader).
+#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Secret name")),
+    responses(
+        (status = 200, body = Deleted),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn delete_secret(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    match state.call(ctx, Op::Delete { name: name.clone() }).await? {
+        Reply::Deleted(changed) => Ok(Json(Deleted {
+            name,
+            deleted: true,
+            changed,
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// What an export asks for.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportBody {
+    /// Only these secrets (each must exist, with a current value, and be readable with
+    /// the token). Absent: every live secret the token may read.
+    only: Option<Vec<String>>,
+    /// `export` (default) or `run`: recorded with each read.
+    purpose: Option<String>,
+}
+
+/// Current values, sorted by name.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ExportedBody<'a> {
+    secrets: Vec<SecretValueBody<'a>>,
+    /// Without `only`: how many live secrets the token may not read and were left out.
+    /// Null unless the token also has `secrets:list` (the count is metadata too).
+    omitted: Option<usize>,
+}
+
+/// The current values of several secrets in one call (`secret export`, `secret run`),
+/// one audited read each, all durable before the values are sent. Scope
+/// `secrets:read:<glob>` for each: with `only`, a name the token may not read refuses
+/// the whole call (403, no values); without it, the secrets the token may not read are
+/// left out.
+#[utoipa::path(post, path = "/v1/export", tag = "secrets", security(("bearer" = [])),
+    request_body = ExportBody,
+    responses(
+        (status = 200, body = ExportedBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "A name in `only` is not in the vault or has no current value", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(body): JsonBody<ExportBody>,
+) -> Result<Response, ApiError> {
+    let purpose = match body.purpose.as_deref().unwrap_or("export") {
+        p @ ("export" | "run") => p.to_string(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "purpose: expected export or run".into(),
+            ))
+        }
+    };
+    let (values, omitted) = match state
+        .call(
+            ctx,
+            Op::Export {
+                only: body.only,
+                purpose,
+            },
+        )
+        .await?
+    {
+        Reply::Exported { values, omitted } => (values, omitted),
+        other => return Err(unexpected(&other)),
+    };
+    let text_bytes: usize = values
+        .iter()
+        .map(|r| r.value.len() + r.name.as_str().len() + 64)
+        .sum();
+    let body = ExportedBody {
+        secrets: values.iter().map(value_body).collect(),
+        omitted,
+    };
+    let buffer = zeroizing_json(&body, worst_case_json(text_bytes))?;
+    drop(body);
+    drop(values);
+    Ok(no_store_json(buffer))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -376,8 +615,9 @@ pub(crate) struct RotationQueued {
     responses(
         (status = 202, description = "Queued; GET the Location to follow it", body = RotationQueued),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, description = "A manual secret (set by a person, never rotated)", body = ErrorBody),
         (status = 404, description = "No policy for this secret", body = ErrorBody),
-        (status = 409, description = "A manual secret, or a rotation is already running", body = ErrorBody),
+        (status = 409, description = "A rotation is already requested or running", body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 503, description = "The scheduler is not running", body = ErrorBody),
     ))]
@@ -398,15 +638,9 @@ pub(crate) async fn rotate(
             detail: "rotate request while serving with --no-scheduler".into(),
         });
     }
-    let rotatable = match state.serve.policies.secrets.get(&name) {
-        None => Err(VaultError::NotFound(format!(
-            "{name} has no rotation policy; add one under policies/ (or set it with PUT)"
-        ))),
-        Some(policy) if policy.generator == Generator::Manual => Err(VaultError::Conflict(format!(
-            "{name} is a manual secret: it is set by a person (PUT /v1/secrets/{name}), never rotated"
-        ))),
-        Some(policy) => Ok(policy.generator.name().to_string()),
-    };
+    // The same check, in the same words, as `secret rotate NAME`.
+    let rotatable = secret_rotation::rotatable(&state.serve.policies, &name)
+        .map(|policy| policy.generator.name().to_string());
     let rotation_id = match state
         .call(
             ctx,
@@ -485,11 +719,24 @@ pub(crate) async fn rotations(
     }
 }
 
+/// One run, and what the scheduler's pass that ran it reported.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RotationStatus {
+    #[serde(flatten)]
+    run: RotationBody,
+    /// Once the scheduler pass that ran this rotation has ended: that pass's outcomes
+    /// for its secret (an early revoke of the previous run in grace, then this run),
+    /// as `secret rotate --json` reports them. Null while it is queued or running, or
+    /// when this server process did not run it.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pass: Option<Vec<Outcome>>,
+}
+
 /// One rotation run with its steps. Scope `audit:read` or `rotate:<its secret>`.
 #[utoipa::path(get, path = "/v1/rotations/{id}", tag = "rotations", security(("bearer" = [])),
     params(("id" = String, Path, description = "Rotation id, rot_...")),
     responses(
-        (status = 200, body = RotationBody),
+        (status = 200, body = RotationStatus),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
@@ -497,7 +744,7 @@ pub(crate) async fn rotation(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-) -> Result<Json<RotationBody>, ApiError> {
+) -> Result<Json<RotationStatus>, ApiError> {
     match state
         .call(
             ctx,
@@ -512,7 +759,13 @@ pub(crate) async fn rotation(
         Reply::Rotations(runs) => runs
             .into_iter()
             .next()
-            .map(|(r, s)| Json(rotation_body(r, s)))
+            .map(|(r, s)| {
+                let pass = state.serve.passes.get(&r.id);
+                Json(RotationStatus {
+                    run: rotation_body(r, s),
+                    pass,
+                })
+            })
             .ok_or_else(|| VaultError::NotFound(format!("no rotation {id}")).into()),
         other => Err(unexpected(&other)),
     }
@@ -533,8 +786,10 @@ pub(crate) struct AuditQuery {
     actor: Option<String>,
     /// A date (`2026-11-01`), an RFC 3339 time, or an age (`7d`, `12h`).
     since: Option<String>,
-    /// At most this many, newest first (default 100).
+    /// The newest this many (default 100, at most 10,000).
     limit: Option<u64>,
+    /// Only entries older than this sequence number: the next page back.
+    before: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -554,7 +809,9 @@ pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
     })
 }
 
-/// Audit entries, newest first. Scope `audit:read`. The query itself is audited.
+/// Audit entries in sequence order: the newest `limit` that match (page back with
+/// `before`, the oldest `seq` of the page). Scope `audit:read`. The query itself is
+/// audited.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
     params(AuditQuery),
     responses(
@@ -576,6 +833,7 @@ pub(crate) async fn audit(
         action: query.action,
         actor: query.actor,
         since_ms,
+        before_seq: query.before,
         limit: Some(query.limit.unwrap_or(DEFAULT_AUDIT).min(MAX_LIMIT)),
     };
     match state.call(ctx, Op::Audit { filter }).await? {

@@ -70,10 +70,13 @@ pub fn app(state: ServeState) -> Router {
         .route("/v1/secrets", get(handlers::list_secrets))
         .route(
             "/v1/secrets/{name}",
-            get(handlers::read_secret).put(handlers::write_secret),
+            get(handlers::read_secret)
+                .put(handlers::write_secret)
+                .delete(handlers::delete_secret),
         )
         .route("/v1/secrets/{name}/versions", get(handlers::versions))
         .route("/v1/secrets/{name}/rotate", post(handlers::rotate))
+        .route("/v1/export", post(handlers::export))
         .route("/v1/rotations", get(handlers::rotations))
         .route("/v1/rotations/{id}", get(handlers::rotation))
         .route("/v1/audit", get(handlers::audit))
@@ -105,7 +108,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         handlers::list_secrets,
         handlers::read_secret,
         handlers::write_secret,
+        handlers::delete_secret,
         handlers::versions,
+        handlers::export,
         handlers::rotate,
         handlers::rotations,
         handlers::rotation,

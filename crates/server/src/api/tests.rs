@@ -164,6 +164,7 @@ async fn env() -> Env {
         clock,
         vault: service,
         metrics: Arc::new(Metrics::new()),
+        passes: Arc::new(crate::passes::PassLog::default()),
         rotate,
         policies: Arc::new(policies),
         trust_forwarded_for: false,
@@ -667,7 +668,7 @@ async fn malformed_json_and_wrong_content_types_get_400_with_a_message() {
     .await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
     assert!(
-        missing.body.contains("missing field `value`"),
+        missing.body.contains("send either value or generate"),
         "{}",
         missing.body
     );
@@ -764,7 +765,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
     );
     let method = send(
         &env.app,
-        request(Method::DELETE, "/v1/secrets/X", Some(&env.admin))
+        request(Method::PATCH, "/v1/secrets/X", Some(&env.admin))
             .body(Body::empty())
             .unwrap(),
     )
@@ -873,11 +874,25 @@ async fn rotate_queues_a_request_for_a_secret_with_a_policy() {
         (StatusCode::NOT_FOUND, "not_found")
     );
     let manual = post(&env, "/v1/secrets/LEGACY_PASSWORD/rotate", Some(&env.admin)).await;
+    // The refusal `secret rotate LEGACY_PASSWORD` prints, with its exit code (2, usage).
     assert_eq!(
         (manual.status, manual.error_code().as_str()),
-        (StatusCode::CONFLICT, "conflict")
+        (StatusCode::BAD_REQUEST, "bad_request")
     );
-    assert!(manual.body.contains("manual"), "{}", manual.body);
+    assert!(
+        manual
+            .body
+            .contains("LEGACY_PASSWORD is a manual secret: it is not rotated here"),
+        "{}",
+        manual.body
+    );
+    assert!(
+        no_policy.body.contains(
+            "no policy for OPENAI_API_KEY: add [secrets.OPENAI_API_KEY] to a file in the policies directory"
+        ),
+        "{}",
+        no_policy.body
+    );
     assert!(env.queued.try_recv().is_err(), "nothing else was queued");
 
     let log = audit_log(&env).await;
@@ -1217,7 +1232,9 @@ async fn openapi_lists_every_route_with_bearer_auth_and_the_error_schema() {
         ("/v1/secrets", "get"),
         ("/v1/secrets/{name}", "get"),
         ("/v1/secrets/{name}", "put"),
+        ("/v1/secrets/{name}", "delete"),
         ("/v1/secrets/{name}/versions", "get"),
+        ("/v1/export", "post"),
         ("/v1/secrets/{name}/rotate", "post"),
         ("/v1/rotations", "get"),
         ("/v1/rotations/{id}", "get"),
@@ -1230,7 +1247,7 @@ async fn openapi_lists_every_route_with_bearer_auth_and_the_error_schema() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(doc["paths"].as_object().unwrap().len(), 12);
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 13);
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
@@ -1373,4 +1390,471 @@ async fn requests_refused_before_the_vault_are_audited_too() {
             e.details
         );
     }
+}
+
+async fn send_json(
+    env: &Env,
+    method: Method,
+    path: &str,
+    token: Option<&Token>,
+    body: &str,
+) -> Answer {
+    let req = request(method, path, token)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(&env.app, req).await
+}
+
+async fn delete(env: &Env, path: &str, token: Option<&Token>) -> Answer {
+    send(
+        &env.app,
+        request(Method::DELETE, path, token)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+/// A token made after the server started, through the vault thread.
+async fn late_token(env: &Env, name: &str, scopes: &[&str]) -> Token {
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let name = name.to_string();
+    let (row, text) = env
+        .state
+        .vault
+        .run(move |v| v.create_token(&name, &scopes, None))
+        .await
+        .unwrap()
+        .unwrap();
+    Token {
+        id: row.id,
+        text: text.expose_secret().to_string(),
+    }
+}
+
+#[tokio::test]
+async fn delete_needs_its_own_scope_and_hides_the_secret() {
+    let env = env().await;
+    put(
+        &env,
+        "/v1/secrets/APP_KEY",
+        Some(&env.writer),
+        r#"{"value":"app-TESTVALUE-a"}"#,
+    )
+    .await;
+    // Writing values is not deleting the secret.
+    let denied = delete(&env, "/v1/secrets/APP_KEY", Some(&env.writer)).await;
+    assert_eq!(
+        (denied.status, denied.error_code().as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert!(
+        denied.body.contains("secrets:delete:APP_KEY"),
+        "{}",
+        denied.body
+    );
+    let read = get(&env, "/v1/secrets/APP_KEY", Some(&env.writer)).await;
+    assert_eq!(
+        read.status,
+        StatusCode::OK,
+        "a refused delete changes nothing"
+    );
+
+    let deleter = late_token(&env, "deleter", &["secrets:delete:APP_*"]).await;
+    let deleted = delete(&env, "/v1/secrets/APP_KEY", Some(&deleter)).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert_eq!(
+        deleted.json(),
+        serde_json::json!({"name": "APP_KEY", "deleted": true, "changed": true})
+    );
+    let again = delete(&env, "/v1/secrets/APP_KEY", Some(&deleter)).await;
+    assert_eq!(again.json()["changed"], false);
+
+    let gone = get(&env, "/v1/secrets/APP_KEY", Some(&env.writer)).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(gone.body.contains("APP_KEY is deleted"), "{}", gone.body);
+    let listed = get(&env, "/v1/secrets", Some(&env.admin)).await.json();
+    assert!(listed["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["name"] != "APP_KEY"));
+    let all = get(&env, "/v1/secrets?all=true", Some(&env.admin))
+        .await
+        .json();
+    let row = all["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "APP_KEY")
+        .unwrap()
+        .clone();
+    assert!(row["deleted_at"].as_str().unwrap().ends_with('Z'), "{row}");
+    let versions = get(&env, "/v1/secrets/APP_KEY/versions", Some(&env.admin))
+        .await
+        .json();
+    assert_eq!(versions["deleted"], true);
+    assert!(versions["deleted_at"].is_string());
+
+    let missing = delete(&env, "/v1/secrets/NOPE", Some(&env.admin)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = delete(&env, "/v1/secrets/sk-live-TESTVALUE", Some(&env.admin)).await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_name")
+    );
+    assert!(!bad.body.contains("TESTVALUE"));
+    let log = audit_log(&env).await;
+    let entries: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|e| e.action == "delete")
+        .map(|e| (e.actor.as_str(), e.outcome.as_str()))
+        .collect();
+    let writer = format!("token:{}", env.writer.id);
+    let by_deleter = format!("token:{}", deleter.id);
+    assert!(
+        entries.contains(&(writer.as_str(), "forbidden")),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&(by_deleter.as_str(), "ok")),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test]
+async fn export_returns_what_the_token_reads_with_one_audited_read_each() {
+    let env = env().await;
+    let all = send_json(&env, Method::POST, "/v1/export", Some(&env.admin), "{}").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.header("cache-control"), "no-store");
+    let body = all.json();
+    let names: Vec<&str> = body["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "JWT_SECRET",
+            "LEGACY_PASSWORD",
+            "OPENAI_API_KEY",
+            "SIGNING_KEY"
+        ],
+        "sorted by name"
+    );
+    assert_eq!(body["secrets"][2]["value"], OPENAI_VALUE);
+    assert_eq!(body["secrets"][2]["version"], 1);
+    assert_eq!(body["omitted"], 0);
+    let log = audit_log(&env).await;
+    let admin = format!("token:{}", env.admin.id);
+    let reads: Vec<&Entry> = log
+        .iter()
+        .filter(|e| e.actor == admin && e.action == "get")
+        .collect();
+    assert_eq!(reads.len(), 4, "one audited read per value");
+    assert!(reads
+        .iter()
+        .all(|e| e.details.contains("\"purpose\":\"export\"")));
+    let call = log.iter().rev().find(|e| e.action == "export").unwrap();
+    assert_eq!(
+        (call.actor.as_str(), call.outcome.as_str()),
+        (admin.as_str(), "ok")
+    );
+    assert!(log.iter().all(|e| !e.details.contains(OPENAI_VALUE)));
+
+    // A narrower token gets what it may read; the rest is left out, and it is not told
+    // how many (it may not list names).
+    let narrow = send_json(
+        &env,
+        Method::POST,
+        "/v1/export",
+        Some(&env.openai_reader),
+        r#"{"purpose":"run"}"#,
+    )
+    .await
+    .json();
+    assert_eq!(narrow["secrets"].as_array().unwrap().len(), 1);
+    assert_eq!(narrow["secrets"][0]["name"], "OPENAI_API_KEY");
+    assert!(narrow["omitted"].is_null());
+    let listing_reader = late_token(&env, "lr", &["secrets:read:OPENAI_*", "secrets:list"]).await;
+    let counted = send_json(
+        &env,
+        Method::POST,
+        "/v1/export",
+        Some(&listing_reader),
+        "{}",
+    )
+    .await
+    .json();
+    assert_eq!(counted["omitted"], 3);
+
+    // Naming one it may not read refuses the whole call: no value leaves, no read.
+    let before = audit_log(&env).await.len();
+    let refused = send_json(
+        &env,
+        Method::POST,
+        "/v1/export",
+        Some(&env.openai_reader),
+        r#"{"only":["OPENAI_API_KEY","JWT_SECRET"]}"#,
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert!(
+        refused.body.contains("secrets:read:JWT_SECRET"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains(OPENAI_VALUE));
+    let after = audit_log(&env).await;
+    assert_eq!(
+        after.len(),
+        before + 2,
+        "the audit read, then the refusal, only"
+    );
+    assert_eq!(
+        (
+            after[before + 1].action.as_str(),
+            after[before + 1].outcome.as_str()
+        ),
+        ("export", "forbidden")
+    );
+
+    let missing = send_json(
+        &env,
+        Method::POST,
+        "/v1/export",
+        Some(&env.admin),
+        r#"{"only":["OPENAI_API_KEY","NOPE"]}"#,
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.body.contains("not in the vault"),
+        "{}",
+        missing.body
+    );
+    assert!(!missing.body.contains(OPENAI_VALUE));
+    let bad = send_json(
+        &env,
+        Method::POST,
+        "/v1/export",
+        Some(&env.admin),
+        r#"{"only":["sk-TESTVALUE"]}"#,
+    )
+    .await;
+    assert_eq!(bad.error_code(), "invalid_name");
+    assert!(!bad.body.contains("TESTVALUE"));
+    let purpose = send_json(
+        &env,
+        Method::POST,
+        "/v1/export",
+        Some(&env.admin),
+        r#"{"purpose":"steal"}"#,
+    )
+    .await;
+    assert_eq!(purpose.status, StatusCode::BAD_REQUEST);
+    let no_read = send_json(&env, Method::POST, "/v1/export", Some(&env.lister), "{}").await;
+    assert_eq!(no_read.status, StatusCode::FORBIDDEN);
+    let anonymous = send_json(&env, Method::POST, "/v1/export", None, "{}").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn reads_take_a_label_and_writes_a_generated_value_and_a_description() {
+    let env = env().await;
+    for v in ["a", "b"] {
+        let put = put(
+            &env,
+            "/v1/secrets/APP_KEY",
+            Some(&env.writer),
+            &format!(r#"{{"value":"app-TESTVALUE-{v}","description":"the app key"}}"#),
+        )
+        .await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    }
+    let previous = get(
+        &env,
+        "/v1/secrets/APP_KEY?label=previous",
+        Some(&env.writer),
+    )
+    .await;
+    assert_eq!(
+        (
+            previous.json()["value"].as_str(),
+            previous.json()["version"].as_u64()
+        ),
+        (Some("app-TESTVALUE-a"), Some(1))
+    );
+    let bogus = get(&env, "/v1/secrets/APP_KEY?label=latest", Some(&env.writer)).await;
+    assert_eq!(bogus.status, StatusCode::BAD_REQUEST);
+    let both = get(
+        &env,
+        "/v1/secrets/APP_KEY?label=previous&version=1",
+        Some(&env.writer),
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    let no_pending = get(&env, "/v1/secrets/APP_KEY?label=pending", Some(&env.writer)).await;
+    assert_eq!(no_pending.status, StatusCode::NOT_FOUND);
+    assert!(no_pending.body.contains("APP_KEY has no pending version"));
+
+    let generated = put(
+        &env,
+        "/v1/secrets/APP_TOKEN",
+        Some(&env.writer),
+        r#"{"generate":{"length":40,"charset":"hex"}}"#,
+    )
+    .await;
+    assert_eq!(generated.json()["version"], 1, "{}", generated.body);
+    let value = get(&env, "/v1/secrets/APP_TOKEN", Some(&env.writer))
+        .await
+        .json()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(value.len(), 40);
+    assert!(value.chars().all(|c| c.is_ascii_hexdigit()), "{value}");
+    let log = audit_log(&env).await;
+    let set = log
+        .iter()
+        .rev()
+        .find(|e| e.action == "set" && e.secret.as_deref() == Some("APP_TOKEN"))
+        .unwrap();
+    assert!(
+        set.details.contains("\"generated\":true"),
+        "{}",
+        set.details
+    );
+    let versions = get(&env, "/v1/secrets/APP_KEY/versions", Some(&env.admin))
+        .await
+        .json();
+    assert_eq!(versions["description"], "the app key");
+
+    for bad in [
+        r#"{"value":"x","generate":{}}"#,
+        r#"{"generate":{"length":0}}"#,
+        r#"{"generate":{"charset":"emoji"}}"#,
+    ] {
+        let refused = put(&env, "/v1/secrets/APP_TOKEN", Some(&env.writer), bad).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            refused.body
+        );
+    }
+    let empty = put(
+        &env,
+        "/v1/secrets/APP_EMPTY",
+        Some(&env.writer),
+        r#"{"value":""}"#,
+    )
+    .await;
+    assert_eq!(empty.error_code(), "invalid_value");
+    let allowed = put(
+        &env,
+        "/v1/secrets/APP_EMPTY",
+        Some(&env.writer),
+        r#"{"value":"","allow_empty":true}"#,
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
+
+    let listed = get(&env, "/v1/secrets", Some(&env.admin)).await.json();
+    let app = listed["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "APP_KEY")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            app["latest_version"].as_u64(),
+            app["previous_version"].as_u64(),
+            app["description"].as_str()
+        ),
+        (Some(2), Some(1), Some("the app key"))
+    );
+    assert!(app["deleted_at"].is_null());
+}
+
+#[tokio::test]
+async fn audit_pages_back_with_before() {
+    let env = env().await;
+    let newest = get(&env, "/v1/audit?limit=3", Some(&env.admin))
+        .await
+        .json()["entries"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let seqs: Vec<u64> = newest.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), 3);
+    assert!(
+        seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+        "oldest first: {seqs:?}"
+    );
+    let page = get(
+        &env,
+        &format!("/v1/audit?limit=3&before={}", seqs[0]),
+        Some(&env.admin),
+    )
+    .await
+    .json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(page, [seqs[0] - 3, seqs[0] - 2, seqs[0] - 1]);
+}
+
+#[tokio::test]
+async fn a_requested_rotation_shows_its_pass_once_the_scheduler_ran_it() {
+    let env = env().await;
+    let accepted = post(&env, "/v1/secrets/JWT_SECRET/rotate", Some(&env.admin)).await;
+    let id = accepted.json()["rotation"].as_str().unwrap().to_string();
+    let queued = get(&env, &format!("/v1/rotations/{id}"), Some(&env.admin))
+        .await
+        .json();
+    assert_eq!(queued["state"], "requested");
+    assert!(queued["pass"].is_null(), "not run yet: {queued}");
+    let report = secret_rotation::RunReport {
+        outcomes: vec![secret_rotation::Outcome {
+            secret: "JWT_SECRET".into(),
+            rotation: Some(id.clone()),
+            result: secret_rotation::PassResult::Finished,
+            old_version: Some(1),
+            new_version: Some(2),
+            error: None,
+            duration_ms: 12,
+        }],
+    };
+    let asked = [RotateRequest {
+        secret: "JWT_SECRET".into(),
+        rotation_id: id.clone(),
+    }];
+    env.state.passes.record(&asked, &report);
+    let ran = get(&env, &format!("/v1/rotations/{id}"), Some(&env.admin))
+        .await
+        .json();
+    assert_eq!(
+        ran["id"],
+        id.as_str(),
+        "the run's own fields stay at the top"
+    );
+    assert_eq!(
+        ran["pass"],
+        serde_json::json!([{
+            "secret": "JWT_SECRET", "rotation": id, "result": "finished",
+            "old_version": 1, "new_version": 2, "error": null, "duration_ms": 12
+        }])
+    );
 }
