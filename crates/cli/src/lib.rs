@@ -100,14 +100,17 @@ pub struct Cli {
     /// Policy directory (default ./policies).
     #[arg(long, global = true, env = "SECRET_POLICIES", value_name = "DIR")]
     pub policies: Option<PathBuf>,
+    // The remote-mode flags go before the command (`secret --addr URL get X`): global
+    // flags are copied into every subcommand on each start, which cost a local
+    // `secret get` ~110,000 instructions (4%) for three of them (BENCHMARKS.md).
     /// Remote mode: use this `secret serve` instead of a vault file (default: SECRET_ADDR).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub addr: Option<String>,
     /// Remote mode: file holding the API token (default: SECRET_TOKEN_FILE, else SECRET_TOKEN).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Remote mode: PEM certificate of the CA that signed the server's (default: SECRET_CA_FILE).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

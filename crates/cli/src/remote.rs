@@ -29,9 +29,13 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
+use self::wire::{
+    label_text, ms, ms_opt, outcome_of_row, revealed, run_row, AuditIn, DeletedIn, ErrorBody,
+    ExportIn, ListIn, QueuedIn, RotationsIn, Run, RunIn, ValueIn, VersionsIn, WrittenIn,
+};
 use crate::Environment;
 use secret_core::audit::{AuditFilter, Entry};
 use secret_core::error::VaultError;
@@ -40,8 +44,11 @@ use secret_core::model::{
     VersionSelector,
 };
 use secret_core::render::rfc3339;
+use secret_core::rotation_state::RunState;
 use secret_core::vault::{RotationRow, StepRow};
-use secret_rotation::{Outcome, PassResult, RunReport};
+use secret_rotation::{Outcome, RunReport};
+
+mod wire;
 
 /// The most entries one audit request asks for (the API's own cap).
 const AUDIT_PAGE: u64 = 10_000;
@@ -210,138 +217,6 @@ fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, VaultError>
     Ok(certs)
 }
 
-/// `{"error": {"code", "message"}}`.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct ValueIn {
-    name: String,
-    version: u64,
-    created_at: String,
-    value: SecretString,
-}
-
-#[derive(Deserialize)]
-struct WrittenIn {
-    version: u64,
-}
-
-#[derive(Deserialize)]
-struct DeletedIn {
-    changed: bool,
-}
-
-#[derive(Deserialize)]
-struct ListIn {
-    secrets: Vec<SummaryIn>,
-}
-
-#[derive(Deserialize)]
-struct SummaryIn {
-    name: String,
-    version: Option<u64>,
-    latest_version: u64,
-    pending_version: Option<u64>,
-    previous_version: Option<u64>,
-    versions: u64,
-    description: Option<String>,
-    created_at: String,
-    updated_at: String,
-    deleted_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct VersionsIn {
-    name: String,
-    deleted_at: Option<String>,
-    description: Option<String>,
-    versions: Vec<VersionIn>,
-}
-
-#[derive(Deserialize)]
-struct VersionIn {
-    version: u64,
-    labels: Vec<String>,
-    created_at: String,
-    destroyed_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ExportIn {
-    secrets: Vec<ValueIn>,
-    omitted: Option<usize>,
-}
-
-#[derive(Deserialize)]
-struct AuditIn {
-    entries: Vec<EntryIn>,
-}
-
-#[derive(Deserialize)]
-struct EntryIn {
-    seq: u64,
-    time: String,
-    actor: String,
-    pid: Option<u32>,
-    action: String,
-    secret: Option<String>,
-    version: Option<u64>,
-    outcome: String,
-    request_id: String,
-    details: serde_json::Value,
-    mac: String,
-}
-
-#[derive(Deserialize)]
-struct RotationsIn {
-    rotations: Vec<RunIn>,
-}
-
-#[derive(Deserialize)]
-struct RunIn {
-    id: String,
-    secret: String,
-    generator: String,
-    trigger: String,
-    state: String,
-    outcome: Option<String>,
-    old_version: Option<u64>,
-    new_version: Option<u64>,
-    started_at: String,
-    finished_at: Option<String>,
-    revoke_after: Option<String>,
-    revoked_at: Option<String>,
-    error: Option<String>,
-    deployments: serde_json::Value,
-    steps: Vec<StepIn>,
-    /// Only on `GET /v1/rotations/{id}`.
-    #[serde(default)]
-    pass: Option<Vec<Outcome>>,
-}
-
-#[derive(Deserialize)]
-struct StepIn {
-    seq: u64,
-    step: String,
-    status: String,
-    at: String,
-    detail: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct QueuedIn {
-    rotation: String,
-}
-
 /// What `PUT /v1/secrets/{name}` takes.
 #[derive(Serialize)]
 struct WriteOut<'a> {
@@ -373,114 +248,6 @@ pub(crate) enum NewValue {
         charset: secret_core::crypto::Charset,
         length: u32,
     },
-}
-
-/// The time an answer shows, back in unix milliseconds.
-fn ms(text: &str) -> Result<i64, String> {
-    let time = humantime::parse_rfc3339(text).map_err(|_| format!("a time {text:?}"))?;
-    let since = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("a time before 1970: {text:?}"))?;
-    i64::try_from(since.as_millis()).map_err(|_| format!("a time too far ahead: {text:?}"))
-}
-
-fn ms_opt(text: &Option<String>) -> Result<Option<i64>, String> {
-    text.as_deref().map(ms).transpose()
-}
-
-fn label_text(text: &str) -> Result<&'static str, String> {
-    [Label::Current, Label::Pending, Label::Previous]
-        .into_iter()
-        .map(Label::as_str)
-        .find(|l| *l == text)
-        .ok_or_else(|| format!("a label {text:?}"))
-}
-
-fn revealed(v: ValueIn) -> Result<Revealed, String> {
-    let name = SecretName::new(&v.name).map_err(|_| "a secret name".to_string())?;
-    let version = VersionNumber::new(v.version).ok_or("a version number")?;
-    let created_at_ms = ms(&v.created_at)?;
-    let value = SecretValue::from_secret_string(v.value).map_err(|_| "a value".to_string())?;
-    Ok(Revealed {
-        name,
-        version,
-        created_at_ms,
-        value,
-    })
-}
-
-/// A run as the local vault gives it, with the outcomes of the pass that ran it.
-struct Run {
-    row: RotationRow,
-    steps: Vec<StepRow>,
-    pass: Option<Vec<Outcome>>,
-}
-
-fn run_row(r: RunIn) -> Result<Run, String> {
-    let parse = |what: &str, e: secret_core::rotation_state::UnknownText| format!("{what}: {e}");
-    let steps = r
-        .steps
-        .into_iter()
-        .map(|s| {
-            Ok(StepRow {
-                seq: s.seq,
-                step: s.step.parse().map_err(|e| parse("a step", e))?,
-                status: s.status.parse().map_err(|e| parse("a step status", e))?,
-                at_ms: ms(&s.at)?,
-                detail: s.detail.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let started_at_ms = ms(&r.started_at)?;
-    let row = RotationRow {
-        trigger: r.trigger.parse().map_err(|e| parse("a trigger", e))?,
-        state: r.state.parse().map_err(|e| parse("a state", e))?,
-        outcome: r
-            .outcome
-            .map(|o| o.parse())
-            .transpose()
-            .map_err(|e| parse("an outcome", e))?,
-        started_at_ms,
-        // Not in the API (and shown by nothing): the newest step's time stands in.
-        updated_at_ms: steps.iter().map(|s| s.at_ms).max().unwrap_or(started_at_ms),
-        finished_at_ms: ms_opt(&r.finished_at)?,
-        revoke_after_ms: ms_opt(&r.revoke_after)?,
-        revoked_at_ms: ms_opt(&r.revoked_at)?,
-        // Provider handles stay on the server.
-        provider_state: "{}".into(),
-        deployments: r.deployments.to_string(),
-        id: r.id,
-        secret: r.secret,
-        generator: r.generator,
-        old_version: r.old_version,
-        new_version: r.new_version,
-        error: r.error,
-    };
-    Ok(Run {
-        row,
-        steps,
-        pass: r.pass,
-    })
-}
-
-/// The run's own outcome, from its row (for a run whose pass this server no longer
-/// remembers).
-fn outcome_of_row(row: &RotationRow) -> Outcome {
-    use secret_core::rotation_state::RunOutcome;
-    Outcome {
-        secret: row.secret.clone(),
-        rotation: Some(row.id.clone()),
-        result: match row.outcome {
-            Some(RunOutcome::Finished) => PassResult::Finished,
-            Some(RunOutcome::RolledBack) => PassResult::RolledBack,
-            Some(RunOutcome::Failed) => PassResult::Failed,
-            None => PassResult::Stopped(row.state),
-        },
-        old_version: row.old_version,
-        new_version: row.new_version,
-        error: row.error.clone(),
-        duration_ms: row.finished_at_ms.unwrap_or(row.updated_at_ms) - row.started_at_ms,
-    }
 }
 
 /// A name the server may put in a path: checked here, so that a mistyped value never
@@ -979,7 +746,7 @@ impl Client {
             if let Some(outcomes) = pass {
                 return Ok(outcomes);
             }
-            if row.outcome.is_some() && row.state.as_str() != "requested" {
+            if row.outcome.is_some() && row.state != RunState::Requested {
                 return Ok(vec![outcome_of_row(&row)]);
             }
             if io::stderr().is_terminal() && said != Some(row.state) {

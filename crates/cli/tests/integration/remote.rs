@@ -23,6 +23,17 @@ generator = "jwt-ed25519"
 every = "30d"
 grace = "1h"
 
+# A target no push reaches: a rotation of PUSHED_KEY rolls back, and cannot even
+# put the old value back, so it stays open (exit 6 both times).
+[targets.unwritable]
+kind = "dotenv"
+path = "/nonexistent-secret-test-dir/app.env"
+
+[secrets.PUSHED_KEY]
+generator = "random"
+every = "30d"
+push = ["unwritable"]
+
 [secrets.LEGACY_PASSWORD]
 generator = "manual"
 max_age = "90d"
@@ -111,6 +122,7 @@ fn setup() -> Setup {
     local.set("LEGACY_PASSWORD", "hunter2");
     // Rotated by the script; a value now, so that the scheduler finds nothing due.
     local.set("SIGNING_KEY", "placeholder");
+    local.set("PUSHED_KEY", "pushed-v1");
     let admin = token(&local, "admin", &["admin"]);
     Setup {
         local,
@@ -245,6 +257,11 @@ const SCRIPT: &[Step] = &[
     // Still in its grace: the old run is revoked early, then the new one runs.
     step(&["rotate", "SIGNING_KEY"]),
     step(&["rotate", "SIGNING_KEY", "--json"]),
+    step(&["rotate", "PUSHED_KEY"]),
+    // Open in its rollback: asked again, the same run goes on (and stops again).
+    step(&["rotate", "PUSHED_KEY", "--json"]),
+    step(&["rotations", "PUSHED_KEY"]),
+    step(&["get", "PUSHED_KEY"]),
     step(&["rotate", "LEGACY_PASSWORD"]),
     step(&["rotate", "API_KEY"]),
     step(&["rotate", "not-a-name"]),
@@ -331,6 +348,8 @@ fn the_same_script_gives_the_same_output_against_a_file_and_against_serve() {
     assert_eq!(code_of("rotate LEGACY_PASSWORD"), 2);
     assert_eq!(code_of("rotate API_KEY"), 3);
     assert_eq!(code_of("rotate SESSION_KEY"), 0);
+    assert_eq!(code_of("rotate PUSHED_KEY"), 6);
+    assert_eq!(code_of("rotate PUSHED_KEY --json"), 6);
     assert_eq!(code_of("run --only API_KEY -- true"), 2);
     assert_eq!(code_of("run --only API_KEY -- /nonexistent/command"), 127);
     assert!(codes.iter().any(|(w, c)| w.contains("exit 7") && *c == 7));
@@ -484,9 +503,10 @@ fn a_missing_or_refused_token_is_exit_5_and_changes_nothing() {
         .run(&["export", "--format", "json"])
         .ok();
     assert_eq!(listed.stdout, narrow_export.stdout);
+    // API_KEY, LEGACY_PASSWORD, OLD_TOKEN, PUSHED_KEY, SESSION_KEY, SIGNING_KEY.
     assert_eq!(
         listed.stderr,
-        "warning: 5 secrets this token may not read were left out\n"
+        "warning: 6 secrets this token may not read were left out\n"
     );
 }
 

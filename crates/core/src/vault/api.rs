@@ -489,10 +489,16 @@ fn handle(
                 Err(other) => return Err(VaultError::Conflict(other.to_string()).into()),
             };
             if let Some(open) = tx.rotation_in_progress(name.as_str())? {
-                return Err(VaultError::Conflict(format!(
-                    "rotation {open} of {name} is already requested or running"
-                ))
-                .into());
+                // As `secret rotate NAME` does: an open run (requested, interrupted,
+                // stopped) is the one to go on with, never a second run beside it. The
+                // scheduler's pass resumes it, or finds it running elsewhere.
+                return Ok(Done::new(
+                    Reply::RotateAccepted {
+                        rotation_id: open.clone(),
+                    },
+                    None,
+                    json!({ "rotation": open, "resumes": true }),
+                ));
             }
             let secret = tx.secret(name.as_str())?.ok_or_else(|| {
                 VaultError::Conflict(format!("{name} has no value yet: set its first one (PUT)"))

@@ -609,7 +609,10 @@ pub(crate) struct RotationQueued {
 }
 
 /// Starts a rotation now. Scope `rotate:<glob>`. The secret needs a policy with a
-/// generator (not `manual`); the scheduler picks the request up.
+/// generator (not `manual`); the scheduler picks the request up. When the secret has a
+/// rotation open already (requested, interrupted, or stopped in a step), that is the
+/// one the answer names and the scheduler goes on with, as `secret rotate NAME` does:
+/// never a second run beside it.
 #[utoipa::path(post, path = "/v1/secrets/{name}/rotate", tag = "rotations", security(("bearer" = [])),
     params(("name" = String, Path, description = "Secret name")),
     responses(
@@ -617,7 +620,7 @@ pub(crate) struct RotationQueued {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 400, description = "A manual secret (set by a person, never rotated)", body = ErrorBody),
         (status = 404, description = "No policy for this secret", body = ErrorBody),
-        (status = 409, description = "A rotation is already requested or running", body = ErrorBody),
+        (status = 409, description = "The secret has no value yet", body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 503, description = "The scheduler is not running", body = ErrorBody),
     ))]

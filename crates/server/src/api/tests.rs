@@ -1826,6 +1826,20 @@ async fn a_requested_rotation_shows_its_pass_once_the_scheduler_ran_it() {
         .json();
     assert_eq!(queued["state"], "requested");
     assert!(queued["pass"].is_null(), "not run yet: {queued}");
+    // Asked again while it is open: the same run, never a second one beside it.
+    let again = post(&env, "/v1/secrets/JWT_SECRET/rotate", Some(&env.admin)).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.json()["rotation"], id.as_str());
+    let runs = get(&env, "/v1/rotations?secret=JWT_SECRET", Some(&env.admin))
+        .await
+        .json();
+    let open: Vec<_> = runs["rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "requested")
+        .collect();
+    assert_eq!(open.len(), 1, "{runs:#}");
     let report = secret_rotation::RunReport {
         outcomes: vec![secret_rotation::Outcome {
             secret: "JWT_SECRET".into(),
