@@ -5,7 +5,6 @@
 //! anything signs with it; the old one stays for `grace` after the new one is current,
 //! so tokens signed a moment before the rotation keep verifying; then it is retired.
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
@@ -13,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::rotation::World;
-use crate::serve::{free_port, wait_status};
+use crate::serve::Served;
 
 const KEY: &str = "JWT_SIGNING_KEY";
 
@@ -23,52 +22,18 @@ struct Claims {
     exp: u64,
 }
 
-struct Served {
-    child: Child,
-    base: String,
-    rt: tokio::runtime::Runtime,
+/// The JWKS `serve` publishes for the key.
+fn published(served: &Served) -> JwkSet {
+    let url = format!("{}/v1/jwks/{KEY}", served.addr);
+    served.rt.block_on(async {
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        response.json::<JwkSet>().await.unwrap()
+    })
 }
 
-impl Served {
-    fn start(w: &World) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let port = free_port();
-        let child = w
-            .env
-            .command(&[
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-scheduler",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        wait_status(&rt, &format!("{base}/readyz"), 200);
-        Served { child, base, rt }
-    }
-
-    fn jwks(&self) -> JwkSet {
-        let url = format!("{}/v1/jwks/{KEY}", self.base);
-        self.rt.block_on(async {
-            let response = reqwest::get(&url).await.unwrap();
-            assert_eq!(response.status(), 200, "{url}");
-            response.json::<JwkSet>().await.unwrap()
-        })
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serve(w: &World) -> Served {
+    Served::start(&w.env, &[], &["--no-scheduler"])
 }
 
 /// A world whose policies also rotate an Ed25519 signing key pushed to Railway.
@@ -142,12 +107,12 @@ fn kids(jwks: &JwkSet) -> Vec<String> {
 #[test]
 fn the_jwks_publishes_the_pending_key_before_anything_signs_with_it() {
     let w = world("1h");
-    let served = Served::start(&w);
+    let served = serve(&w);
     // The rotation stops after create, before any service has the new key.
     let mut child = w.spawn_rotate_held_at_push(KEY);
     child.kill().unwrap();
     child.wait().unwrap();
-    let jwks = served.jwks();
+    let jwks = published(&served);
     assert_eq!(jwks.keys.len(), 1, "{:?}", kids(&jwks));
     let pending = version_of(&w, "pending");
     let token = sign(&w, &pending, &kids(&jwks)[0]);
@@ -155,22 +120,22 @@ fn the_jwks_publishes_the_pending_key_before_anything_signs_with_it() {
     // Resumed, it finishes; the key it published is the current one.
     w.rotate(&["--due"]).ok();
     assert_eq!(version_of(&w, "current"), pending);
-    assert!(verifies(&served.jwks(), &token));
+    assert!(verifies(&published(&served), &token));
 }
 
 #[test]
 fn tokens_signed_before_a_rotation_verify_through_grace_and_not_after() {
     let w = world("2s");
-    let served = Served::start(&w);
+    let served = serve(&w);
     w.rotate(&[KEY]).ok();
-    let jwks = served.jwks();
+    let jwks = published(&served);
     let v2 = version_of(&w, "current");
     let before = sign(&w, &v2, &kids(&jwks)[0]);
     assert!(verifies(&jwks, &before));
 
     // The next rotation: the key that signed `before` is now the previous one.
     w.rotate(&[KEY]).ok();
-    let jwks = served.jwks();
+    let jwks = published(&served);
     assert_eq!(
         jwks.keys.len(),
         2,
@@ -195,7 +160,7 @@ fn tokens_signed_before_a_rotation_verify_through_grace_and_not_after() {
     std::thread::sleep(Duration::from_millis(2100));
     let run = w.rotate(&["--due"]).ok();
     assert!(run.stdout.contains("revoked"), "{}", run.stdout);
-    let jwks = served.jwks();
+    let jwks = published(&served);
     assert_eq!(jwks.keys.len(), 1, "{:?}", kids(&jwks));
     assert!(
         !verifies(&jwks, &before),

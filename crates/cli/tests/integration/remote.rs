@@ -4,12 +4,12 @@
 //! refusal of the commands that need the vault file itself.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::serve::{free_port, wait_status};
+use crate::serve::{free_port, Served};
 use crate::util::{Run, TestEnv};
 
 const POLICIES: &str = r#"
@@ -39,61 +39,21 @@ generator = "manual"
 max_age = "90d"
 "#;
 
-/// `secret serve` on a vault, with the scheduler (a tick far away: only requested
-/// rotations run), stopped with SIGTERM when dropped.
-struct Served {
-    child: Child,
-    addr: String,
-    port: u16,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Served {
-    fn start(env: &TestEnv, policies: &Path) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(env.path("serve.log")).unwrap();
-        let child = env
-            .command(&[
-                "--policies",
-                policies.to_str().unwrap(),
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--tick",
-                "1h",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let addr = format!("http://127.0.0.1:{port}");
-        wait_status(&rt, &format!("{addr}/readyz"), 200);
-        Served {
-            child,
-            addr,
-            port,
-            _rt: rt,
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 /// A vault with a few secrets, the policies above and an admin token.
 struct Setup {
     local: TestEnv,
     policies: PathBuf,
     admin: String,
+}
+
+/// `secret serve` on a vault, with the scheduler (a tick far away: only requested
+/// rotations run).
+fn serve_with(env: &TestEnv, policies: &Path) -> Served {
+    Served::start(
+        env,
+        &["--policies", policies.to_str().unwrap()],
+        &["--tick", "1h"],
+    )
 }
 
 fn token(env: &TestEnv, name: &str, scopes: &[&str]) -> String {
@@ -311,7 +271,7 @@ fn the_same_script_gives_the_same_output_against_a_file_and_against_serve() {
     let s = setup();
     // Two byte-identical vaults: one used as a file, one through `secret serve`.
     let served_env = twin(&s.local);
-    let served = Served::start(&served_env, &s.policies);
+    let served = serve_with(&served_env, &s.policies);
     let remote = client(&served, &s.admin);
     let mut local = s.local;
     local.env.push((
@@ -427,7 +387,7 @@ fn the_same_script_gives_the_same_output_against_a_file_and_against_serve() {
 #[test]
 fn a_missing_or_refused_token_is_exit_5_and_changes_nothing() {
     let s = setup();
-    let served = Served::start(&s.local, &s.policies);
+    let served = serve_with(&s.local, &s.policies);
     let narrow = token(&s.local, "narrow", &["secrets:read:DATABASE_*"]);
     let lister = token(
         &s.local,
@@ -514,7 +474,7 @@ fn a_missing_or_refused_token_is_exit_5_and_changes_nothing() {
 fn a_token_file_is_read_and_one_readable_by_others_warns() {
     use std::os::unix::fs::PermissionsExt;
     let s = setup();
-    let served = Served::start(&s.local, &s.policies);
+    let served = serve_with(&s.local, &s.policies);
     let mut remote = client(&served, "ignored: the file wins");
     let file = remote.path("token");
     std::fs::write(&file, format!("{}\n", s.admin)).unwrap();
@@ -550,7 +510,7 @@ fn a_token_file_is_read_and_one_readable_by_others_warns() {
 #[test]
 fn commands_that_need_the_vault_file_are_refused_in_remote_mode() {
     let s = setup();
-    let served = Served::start(&s.local, &s.policies);
+    let served = serve_with(&s.local, &s.policies);
     let remote = client(&served, &s.admin);
     std::fs::write(remote.path(".env"), "A=1\n").unwrap();
     for args in [
@@ -672,7 +632,7 @@ impl TlsFront {
 #[test]
 fn https_works_with_a_private_ca_and_an_untrusted_certificate_is_refused() {
     let s = setup();
-    let served = Served::start(&s.local, &s.policies);
+    let served = serve_with(&s.local, &s.policies);
     let front = TlsFront::start(served.port);
     let mut remote = client(&served, &s.admin);
     remote.env.retain(|(k, _)| k != "SECRET_ADDR");

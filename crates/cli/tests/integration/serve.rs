@@ -5,6 +5,54 @@ use std::time::{Duration, Instant};
 
 use crate::util::TestEnv;
 
+/// A `secret serve` child on a free loopback port, ready (`/readyz` answers 200), its
+/// stderr in `serve.log` in the test's folder; SIGTERM and waited for when dropped.
+/// `global` come before `serve` (`--policies DIR`), `args` after it.
+pub(crate) struct Served {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub addr: String,
+    pub port: u16,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Served {
+    pub(crate) fn start(env: &TestEnv, global: &[&str], args: &[&str]) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut argv: Vec<&str> = global.to_vec();
+        argv.extend(["serve", "--listen", &listen]);
+        argv.extend_from_slice(args);
+        let log = std::fs::File::create(env.path("serve.log")).unwrap();
+        let child = env
+            .command(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let addr = format!("http://{listen}");
+        wait_status(&rt, &format!("{addr}/readyz"), 200);
+        Served {
+            child,
+            addr,
+            port,
+            rt,
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

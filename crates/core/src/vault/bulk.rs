@@ -75,18 +75,7 @@ impl Vault {
             }
             Ok((out, head))
         });
-        match result {
-            Ok((out, head)) => {
-                if head.is_some() {
-                    self.last_head = head;
-                }
-                Ok(out)
-            }
-            Err(err) => {
-                self.record_refusal(Action::Import, None, &err);
-                Err(err)
-            }
-        }
+        self.settle(Action::Import, result)
     }
 
     /// The current value of every live secret (or of the ones in `only`, each of which
@@ -106,6 +95,16 @@ impl Vault {
             let names = current_names(tx, only)?;
             reveal_each(tx, keys, actor, now, &names, &details)
         });
+        self.settle(Action::Get, result)
+    }
+
+    /// After a bulk transaction: the newest head is noted, or a refusal is recorded
+    /// (as `action`, in a transaction of its own) and returned.
+    fn settle<T>(
+        &mut self,
+        action: Action,
+        result: Result<(T, Option<Head>), VaultError>,
+    ) -> Result<T, VaultError> {
         match result {
             Ok((out, head)) => {
                 if head.is_some() {
@@ -114,7 +113,7 @@ impl Vault {
                 Ok(out)
             }
             Err(err) => {
-                self.record_refusal(Action::Get, None, &err);
+                self.record_refusal(action, None, &err);
                 Err(err)
             }
         }
