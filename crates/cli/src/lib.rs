@@ -867,9 +867,12 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
         Some(AuditCommand::Verify { expect_head }) => {
             let report = ctx.open()?.audit_verify(expect_head)?;
             ctx.say(format!(
-                "audit chain intact: {} entries verified (this check is entry {})",
+                "audit chain intact: {} entries verified (this check is entry {}); \
+                 metadata intact: {} secrets, {} tokens",
                 report.verified,
-                report.verified + 1
+                report.verified + 1,
+                report.secrets,
+                report.tokens
             ))?;
             println!("head: {}", report.head);
             Ok(())

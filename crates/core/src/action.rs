@@ -39,6 +39,8 @@ pub enum Action {
     JwksRead,
     /// An API request refused before it reached the vault (bad token, brake).
     ApiRefused,
+    /// A vault made before metadata MACs got them, at its first unlock with the key.
+    SealMetadata,
 }
 
 impl Action {
@@ -78,6 +80,7 @@ impl Action {
             Action::TokenRevoke => "token.revoke",
             Action::JwksRead => "jwks.read",
             Action::ApiRefused => "api.refused",
+            Action::SealMetadata => "vault.seal_metadata",
         }
     }
 

@@ -209,6 +209,11 @@ pub fn seal_head(key: &MacKey, seq: u64, mac: &[u8]) -> Head {
     }
 }
 
+/// Whether a head's seal is this key's over its sequence number and MAC.
+pub fn head_is_sealed(key: &MacKey, head: &Head) -> bool {
+    key.verify(&head_input(head.seq, &head.mac), &head.seal)
+}
+
 /// Fills in `entry.seq` and `entry.mac` to follow `head`, and returns the new head.
 pub fn link(key: &MacKey, head: Option<&Head>, entry: &mut Entry) -> Head {
     let (seq, prev) = match head {
@@ -327,10 +332,7 @@ impl<'k> Verifier<'k> {
                 reason: "the sealed head record is missing".into(),
             });
         };
-        if !self
-            .key
-            .verify(&head_input(head.seq, &head.mac), &head.seal)
-        {
+        if !head_is_sealed(self.key, head) {
             return Err(Break {
                 seq: last + 1,
                 reason: "the sealed head record was altered".into(),

@@ -7,7 +7,8 @@
 //! ```text
 //!  vault (the facade) ──► store (SQLite: every SQL statement, migrations/sqlite)
 //!    │                ├─► crypto (the only user of age and ring)
-//!    │                └─► audit (chain encoding, MACs, verification)
+//!    │                ├─► audit (chain encoding, MACs, verification)
+//!    │                └─► integrity (MACs over labels, versions, tokens, census)
 //!    └─ model · rotation_state · policy · scope · clock · error · render
 //! ```
 //!
@@ -19,6 +20,9 @@
 //! - [`crypto`] wraps the vault key with age and seals values with AES-256-GCM (ring).
 //! - [`audit`] defines the entry encoding, the MAC chain, the sealed head, and
 //!   verification; [`vault`] decides what gets recorded, as an [`action::Action`].
+//! - [`integrity`] encodes and MACs the metadata that decides what a read returns
+//!   (labels, latest version, deleted and destroyed flags, version rows, tokens, the
+//!   number of secrets); the vault checks it on every read and renews it on every write.
 //! - [`model`] holds validated names, version numbers and the value wrapper that keeps
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.
@@ -37,6 +41,7 @@ pub mod audit;
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod integrity;
 pub mod model;
 pub mod policy;
 pub mod render;

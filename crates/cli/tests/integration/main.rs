@@ -3,6 +3,7 @@
 //! environment, and asserts on what a user sees: exit codes, output, files on disk.
 
 mod audit;
+mod integrity;
 mod interop;
 mod jwks;
 mod rotation;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use super::metadata::{self, checked_secret, checked_token, reseal_token};
 use super::{append, history_in, read_in, write_in, Done, Keys, Vault};
 use crate::action::Action;
 use crate::audit::{Actor, AuditFilter, Entry};
@@ -161,8 +162,8 @@ fn authenticate(
     let (id, secret) = parse_token(token.expose_secret())
         .ok_or_else(|| CallError::Unauthorized("the token is malformed".into()))?;
     let id = format!("tok_{id}");
-    let row = tx
-        .token(&id)?
+    // A row whose scopes, expiry or revocation were edited without the key fails here.
+    let row = checked_token(tx, keys, &id)?
         .ok_or_else(|| CallError::Unauthorized("unknown token".into()))?;
     // Constant-time: HMAC verification of the presented secret against the stored hash.
     if !keys.token.verify(secret.as_bytes(), &row.hash) {
@@ -245,7 +246,10 @@ fn handle(
             // One answer for "no such secret", "deleted" and "not an Ed25519 secret":
             // this route needs no token, so it must not tell which names exist.
             let none = || VaultError::NotFound(format!("no JWKS for {name}"));
-            let row = super::live_secret(tx, &name).map_err(|_| none())?;
+            let row = super::live_secret(tx, keys, &name).map_err(|e| match e {
+                VaultError::NotFound(_) => none(),
+                other => other,
+            })?;
             // The previous key stays published only while its rotation is in grace:
             // removing it from the JWKS is what retires it.
             let in_grace = tx.open_rotations()?.iter().any(|r| {
@@ -287,6 +291,7 @@ fn handle(
         Op::ListSecrets => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let secrets = tx.list_secrets(false)?;
+            metadata::check_listed(tx, keys, secrets.iter().map(|s| s.name.as_str()))?;
             let count = secrets.len();
             Ok(Done::new(
                 Reply::Secrets(secrets),
@@ -339,7 +344,7 @@ fn handle(
         Op::Versions { name } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let (row, versions) = history_in(tx, &name)?;
+            let (row, versions) = history_in(tx, keys, &name)?;
             Ok(Done::new(Reply::Versions(row, versions), None, json!({})))
         }
         Op::Rotate {
@@ -364,7 +369,7 @@ fn handle(
                 ))
                 .into());
             }
-            let secret = tx.secret(name.as_str())?.ok_or_else(|| {
+            let secret = checked_secret(tx, keys, name.as_str())?.ok_or_else(|| {
                 VaultError::Conflict(format!("{name} has no value yet: set its first one (PUT)"))
             })?;
             // The request is a rotation row from the start: it survives a restart, a
@@ -477,8 +482,9 @@ impl Vault {
         };
         let text = SecretString::from(format!("{TOKEN_PREFIX}{id_hex}.{}", secret.as_str()));
         let details = json!({ "token": row.id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at_ms });
-        self.audited(Action::TokenCreate, None, |tx, _, _now| {
+        self.audited(Action::TokenCreate, None, |tx, keys, _now| {
             tx.insert_token(&row)?;
+            reseal_token(tx, keys, &row.id)?;
             Ok(Done::new((), None, details))
         })?;
         Ok((row, text))
@@ -486,8 +492,8 @@ impl Vault {
 
     /// Every token (never their secrets).
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, VaultError> {
-        self.audited(Action::TokenList, None, |tx, _, _now| {
-            let tokens = tx.tokens()?;
+        self.audited(Action::TokenList, None, |tx, keys, _now| {
+            let tokens = metadata::checked_tokens(tx, keys)?;
             let n = tokens.len();
             Ok(Done::new(tokens, None, json!({ "count": n })))
         })
@@ -495,13 +501,16 @@ impl Vault {
 
     /// Revokes a token. False when it was already revoked.
     pub fn revoke_token(&mut self, id: &str) -> Result<bool, VaultError> {
-        self.audited(Action::TokenRevoke, None, |tx, _, now| {
-            if tx.token(id)?.is_none() {
+        self.audited(Action::TokenRevoke, None, |tx, keys, now| {
+            if checked_token(tx, keys, id)?.is_none() {
                 return Err(VaultError::NotFound(format!(
                     "no token {id}; `secret token list` shows them"
                 )));
             }
             let changed = tx.revoke_token(id, now)?;
+            if changed {
+                reseal_token(tx, keys, id)?;
+            }
             Ok(Done::new(
                 changed,
                 None,
