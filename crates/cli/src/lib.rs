@@ -20,7 +20,7 @@
 
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -35,6 +35,7 @@ use secret_core::error::VaultError;
 use secret_core::model::{
     InputError, Label, SecretValue, VersionNumber, VersionSelector, MAX_VALUE_BYTES,
 };
+use secret_core::private_file;
 use secret_core::render::{age, entry_json, rfc3339};
 use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
 use secret_server::scheduler::SchedulerOptions;
@@ -626,7 +627,10 @@ fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Resul
     Ok(())
 }
 
-/// Writes a file readable only by its owner, creating private parent folders.
+/// Writes a file readable only by its owner, creating private parent folders, through
+/// an exclusively created temporary file renamed into place (`private_file`).
+/// `replace`: an existing file (or a symlink in its place) is replaced; otherwise an
+/// existing name is refused.
 fn write_private_file(path: &Path, contents: &[u8], replace: bool) -> Result<(), VaultError> {
     if let Some(parent) = path
         .parent()
@@ -638,26 +642,13 @@ fn write_private_file(path: &Path, contents: &[u8], replace: bool) -> Result<(),
             .create(parent)
             .map_err(io_error(&format!("cannot create {}", parent.display())))?;
     }
-    let what = format!("cannot write {}", path.display());
-    let target = if replace {
-        path.with_extension("tmp-secret")
+    let existing = if replace {
+        private_file::Existing::Replace
     } else {
-        path.to_path_buf()
+        private_file::Existing::Keep
     };
-    let mut options = fs::OpenOptions::new();
-    options.write(true).mode(0o600);
-    if replace {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    let mut file = options.open(&target).map_err(io_error(&what))?;
-    file.write_all(contents).map_err(io_error(&what))?;
-    file.sync_all().map_err(io_error(&what))?;
-    if replace {
-        fs::rename(&target, path).map_err(io_error(&what))?;
-    }
-    Ok(())
+    private_file::write(path, contents, existing)
+        .map_err(io_error(&format!("cannot write {}", path.display())))
 }
 
 /// Reads a value from stdin: asked without echo on a terminal, else read to EOF

@@ -27,6 +27,8 @@
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.
 //! - [`policy`] parses `policies/*.toml` strictly; [`scope`] parses token scopes.
+//! - [`private_file`] writes files that hold values or the audit trail: through an
+//!   exclusively created temporary file in the same folder, then a rename.
 //! - [`clock`] is the one source of "now"; [`error`] maps every failure to one exit
 //!   code; [`render`] is the presentation the CLI and the API share (times, audit
 //!   entries, rotation runs as JSON).
@@ -44,6 +46,7 @@ pub mod error;
 pub mod integrity;
 pub mod model;
 pub mod policy;
+pub mod private_file;
 pub mod render;
 pub mod rotation_state;
 pub mod scope;

@@ -542,3 +542,58 @@ fn a_vault_carries_the_application_id_from_init() {
     let header = std::fs::read(&env.vault).unwrap();
     assert_eq!(&header[68..72], b"SCRT");
 }
+
+// --- hole 5: files are written through an exclusive temporary file ------------------
+
+#[test]
+fn audit_export_does_not_follow_a_symlink_planted_at_its_temporary_name() {
+    let env = three_versions();
+    let victim = env.path("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let export = env.path("audit.jsonl");
+    // Where the export used to write with create+truncate, and a few more guesses.
+    for planted in ["audit.tmp-secret", "audit.jsonl.tmp", ".secret-tmp"] {
+        std::os::unix::fs::symlink(&victim, env.path(planted)).unwrap();
+    }
+    env.run(&["audit", "export", export.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let meta = std::fs::symlink_metadata(&export).unwrap();
+    assert!(meta.file_type().is_file(), "the export is a regular file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(text.lines().count() >= 5 && text.contains("\"action\":\"set\""));
+}
+
+#[test]
+fn audit_export_replaces_a_symlink_at_its_destination_instead_of_writing_through() {
+    let env = three_versions();
+    let victim = env.path("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let export = env.path("shared-audit.jsonl");
+    std::os::unix::fs::symlink(&victim, &export).unwrap();
+    env.run(&["audit", "export", export.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&export)
+        .unwrap()
+        .file_type()
+        .is_file());
+    // Nothing else was left in the folder.
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn init_never_writes_a_new_identity_through_a_dangling_symlink() {
+    let env = TestEnv::new();
+    let target = env.path("elsewhere/identity-here");
+    std::fs::create_dir_all(env.identity.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &env.identity).unwrap();
+    env.run(&["init"]).code(1).stderr_has("cannot write");
+    assert!(!target.exists(), "the identity went through the symlink");
+    assert!(!env.vault.exists(), "a vault without its identity was made");
+}

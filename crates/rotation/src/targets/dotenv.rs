@@ -1,9 +1,9 @@
 //! The dotenv target, for local development: rewrites one `.env` file atomically
-//! (temp file, fsync, rename; mode 0600), replacing the lines of the variables it
-//! manages and keeping every other line as it was.
+//! (`secret_core::private_file`: an exclusively created temporary file in the same
+//! folder, fsync, rename; mode 0600), replacing the lines of the variables it manages
+//! and keeping every other line as it was. A symlink at `.env` is refused: neither
+//! read through nor written through.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -21,12 +21,34 @@ impl Dotenv {
         Self { path }
     }
 
-    fn rewrite(&self, vars: &Variables) -> std::io::Result<()> {
-        let existing = Zeroizing::new(match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    /// The file as it is, read without following a symlink at its name: a link
+    /// planted there would otherwise have its target's text copied into the `.env`.
+    fn read_existing(&self) -> std::io::Result<Zeroizing<String>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut text = Zeroizing::new(String::new());
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+        {
+            Ok(mut file) => {
+                file.read_to_string(&mut text)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(std::io::Error::other(
+                    "it is a symlink; a dotenv target writes a regular file, so point `path` \
+                     at the file itself",
+                ))
+            }
             Err(e) => return Err(e),
-        });
+        }
+        Ok(text)
+    }
+
+    fn rewrite(&self, vars: &Variables) -> std::io::Result<()> {
+        let existing = self.read_existing()?;
         let mut out = Zeroizing::new(String::with_capacity(existing.len() + 256));
         let mut written = std::collections::BTreeSet::new();
         for line in existing.lines() {
@@ -57,20 +79,11 @@ impl Dotenv {
                 }
             }
         }
-        let tmp = self.path.with_extension("secret-tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(out.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        secret_core::private_file::write(
+            &self.path,
+            out.as_bytes(),
+            secret_core::private_file::Existing::Replace,
+        )
     }
 }
 
@@ -160,5 +173,47 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[tokio::test]
+    async fn a_symlink_planted_at_the_old_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "PORT=1\n").unwrap();
+        // The name this target used to write through, with create+truncate.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".secret-tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("secret-tmp")).unwrap();
+        let mut vars = Variables::new();
+        vars.insert("JWT_SECRET".into(), value("v"));
+        Dotenv::new(path.clone()).deliver(&vars).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "PORT=1\nJWT_SECRET=\"v\"\n"
+        );
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[tokio::test]
+    async fn a_symlink_at_the_env_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "PRIVATE=key-material\n").unwrap();
+        let path = dir.path().join(".env");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let mut vars = Variables::new();
+        vars.insert("JWT_SECRET".into(), value("v"));
+        let err = Dotenv::new(path.clone()).deliver(&vars).await.unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "PRIVATE=key-material\n"
+        );
+        assert_eq!(std::fs::read_link(&path).unwrap(), victim);
     }
 }
