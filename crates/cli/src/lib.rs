@@ -43,6 +43,7 @@ use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 
 mod environment;
 mod rotation;
+pub mod usage;
 
 pub use environment::{Environment, Tuning};
 
@@ -104,7 +105,8 @@ pub enum Command {
     Get {
         name: String,
         /// A specific version.
-        #[arg(long, conflicts_with = "previous")]
+        #[arg(long, conflicts_with = "previous",
+              value_parser = clap::value_parser!(u64).range(1..=usage::MAX_VERSION))]
         version: Option<u64>,
         /// The version before the current one.
         #[arg(long)]
@@ -134,7 +136,7 @@ pub enum Command {
     /// Wipe the ciphertext of one version for good.
     Destroy {
         name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=usage::MAX_VERSION))]
         version: u64,
     },
     /// Read the audit log, or verify / export it.
@@ -237,7 +239,8 @@ pub enum PolicyCommand {
 pub struct SetArgs {
     pub name: String,
     /// Compare-and-set: fail (exit 4) unless the current version is N (0 = create only).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=usage::MAX_VERSION))]
     pub if_version: Option<u64>,
     /// Generate a random value with the system RNG instead of reading stdin.
     #[arg(long)]
@@ -337,8 +340,12 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
             })
         }
         Command::Destroy { name, version } => {
-            let number = VersionNumber::new(version)
-                .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?;
+            let number = VersionNumber::new(version).ok_or_else(|| {
+                VaultError::Usage(format!(
+                    "a version is a number from 1 to {}",
+                    usage::MAX_VERSION
+                ))
+            })?;
             let changed = ctx.open()?.destroy(&name, number)?;
             ctx.say(if changed {
                 format!("destroyed version {version} of {name}")
@@ -712,10 +719,12 @@ fn get(
     json: bool,
 ) -> Result<(), VaultError> {
     let selector = match (version, previous) {
-        (Some(v), _) => VersionSelector::Number(
-            VersionNumber::new(v)
-                .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
-        ),
+        (Some(v), _) => VersionSelector::Number(VersionNumber::new(v).ok_or_else(|| {
+            VaultError::Usage(format!(
+                "a version is a number from 1 to {}",
+                usage::MAX_VERSION
+            ))
+        })?),
         (None, true) => VersionSelector::Label(Label::Previous),
         (None, false) => VersionSelector::Label(Label::Current),
     };
@@ -885,6 +894,10 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
             ))
         }
         None => {
+            // A name that is not one is refused before it reaches the log's details.
+            if let Some(name) = &args.secret {
+                secret_core::model::SecretName::new(name)?;
+            }
             let filter = AuditFilter {
                 secret: args.secret,
                 action: args.action,

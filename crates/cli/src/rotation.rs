@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::{Context, RotateArgs, Table};
 use secret_core::action::Action;
 use secret_core::error::VaultError;
+use secret_core::model::SecretName;
 use secret_core::policy::{self, PolicySet};
 use secret_core::render::{age, rfc3339};
 use secret_rotation::{self, Due, Engine, EngineOptions, Request, RunState, Trigger};
@@ -58,6 +59,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, VaultError> {
 }
 
 pub(super) fn rotate(ctx: &Context, args: RotateArgs) -> Result<(), VaultError> {
+    // Before anything can repeat them: a "name" may be a value typed in the wrong place.
+    for name in &args.names {
+        SecretName::new(name)?;
+    }
     let policies = load_policies(&ctx.policies_dir)?;
     let request = if args.due {
         Request::Due
@@ -224,6 +229,9 @@ pub(super) fn rotations(
     json_out: bool,
     limit: u64,
 ) -> Result<(), VaultError> {
+    if let Some(name) = &name {
+        SecretName::new(name)?;
+    }
     let mut vault = ctx.open()?;
     let runs = vault.rotations(name.as_deref(), limit)?;
     vault.record(

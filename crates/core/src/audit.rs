@@ -101,7 +101,8 @@ pub struct ExpectedHead {
 impl std::str::FromStr for ExpectedHead {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("expected SEQ:MAC as printed by `secret audit verify`, got {s:?}");
+        // The text is not repeated: whatever was pasted here may be something else.
+        let bad = || "expected SEQ:MAC as printed by `secret audit verify`".to_string();
         let (seq, mac) = s.trim().split_once(':').ok_or_else(bad)?;
         let seq = seq.parse::<u64>().map_err(|_| bad())?;
         let mac = unhex(mac).filter(|m| m.len() == MAC_LEN).ok_or_else(bad)?;

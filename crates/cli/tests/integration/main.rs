@@ -2,6 +2,7 @@
 //! link). Each test runs the real `secret` binary in its own temp dir with a cleared
 //! environment, and asserts on what a user sees: exit codes, output, files on disk.
 
+mod argv;
 mod audit;
 mod integrity;
 mod interop;

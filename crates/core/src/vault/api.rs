@@ -307,10 +307,9 @@ fn handle(
             )?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
             let selector = match version {
-                Some(v) => VersionSelector::Number(
-                    VersionNumber::new(*v)
-                        .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
-                ),
+                Some(v) => VersionSelector::Number(VersionNumber::new(*v).ok_or_else(|| {
+                    VaultError::Usage(format!("a version is a number from 1 to {}", i64::MAX))
+                })?),
                 None => VersionSelector::Label(crate::model::Label::Current),
             };
             let revealed = read_in(tx, keys, &name, selector)?;
@@ -501,7 +500,17 @@ impl Vault {
 
     /// Revokes a token. False when it was already revoked.
     pub fn revoke_token(&mut self, id: &str) -> Result<bool, VaultError> {
+        // Not a token id: refused (and audited) without repeating it, since it may be a
+        // token's secret pasted in the wrong place.
+        let is_id = id
+            .strip_prefix("tok_")
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         self.audited(Action::TokenRevoke, None, |tx, keys, now| {
+            if !is_id {
+                return Err(VaultError::Usage(
+                    "a token id is tok_ and 16 hex digits; `secret token list` shows them".into(),
+                ));
+            }
             if checked_token(tx, keys, id)?.is_none() {
                 return Err(VaultError::NotFound(format!(
                     "no token {id}; `secret token list` shows them"
