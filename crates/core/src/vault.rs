@@ -31,6 +31,8 @@ pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 
 mod api;
 mod metadata;
+#[cfg(test)]
+mod properties;
 pub use api::{ApiCall, CallError, Op, Reply};
 use metadata::{checked_secret, reseal_census, reseal_secret};
 
