@@ -597,3 +597,37 @@ fn init_never_writes_a_new_identity_through_a_dangling_symlink() {
     assert!(!target.exists(), "the identity went through the symlink");
     assert!(!env.vault.exists(), "a vault without its identity was made");
 }
+
+// --- times no calendar can print (found by the audit_entries fuzz target) ------------
+
+#[test]
+fn times_past_year_9999_print_instead_of_panicking() {
+    let env = three_versions();
+    // A token that never expires in practice, made through the CLI.
+    env.run(&[
+        "token",
+        "create",
+        "--name",
+        "forever",
+        "--scope",
+        "admin",
+        "--ttl",
+        "100000000y",
+    ])
+    .ok()
+    .stderr_has("expiring 9999-12-31T23:59:59Z");
+    let run = env.run(&["token", "list", "--json"]).ok();
+    assert!(run.stdout.contains("9999-12-31T23:59:59.999Z"), "{run:?}");
+    // An audit entry's time edited to the largest integer: the log still prints (a
+    // read does not verify the whole chain), and verification names the edit.
+    env.sql("UPDATE audit_log SET at_ms = 9223372036854775807 WHERE seq = 2");
+    let run = env.run(&["audit", "--json"]).ok();
+    assert!(run.stdout.contains("\"time\":\"9999-12-31T23:59:59.999Z\""));
+    env.run(&["audit"]).ok();
+    env.run(&["audit", "verify"])
+        .code(7)
+        .stderr_has("sequence 2");
+    let env = three_versions();
+    env.sql("UPDATE secrets SET updated_at = -9223372036854775808 WHERE name = 'B'");
+    env.run(&["list"]).code(7).stderr_has("metadata of B");
+}
