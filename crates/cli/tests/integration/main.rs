@@ -7,6 +7,7 @@ mod audit;
 mod integrity;
 mod interop;
 mod jwks;
+mod leaks;
 mod rotation;
 mod serve;
 mod util;
