@@ -133,13 +133,12 @@ fn audit_write_error(e: StoreError) -> VaultError {
 /// on its own) and the operation fails with exit 7. Costs one head read, one HMAC and
 /// three index lookups.
 fn chain_head(tx: &Tx<'_>, key: &MacKey) -> Result<Head, VaultError> {
-    let broken = |seq: u64, reason: String| {
-        VaultError::AuditBroken {
+    let broken = |seq: u64, reason: String| VaultError::AuditBroken {
         seq,
         reason: format!(
-            "{reason}; nothing was done: restore the vault from a backup, or look at it with              `sqlite3` (`secret audit verify` names the first bad entry)"
+            "{reason}; nothing was done: restore the vault from a backup, or look at it with \
+             `sqlite3` (`secret audit verify` names the first bad entry)"
         ),
-    }
     };
     let head = tx.audit_head().map_err(audit_write_error)?;
     let crate::store::AuditBounds {
@@ -152,7 +151,8 @@ fn chain_head(tx: &Tx<'_>, key: &MacKey) -> Result<Head, VaultError> {
     let Some(head) = head else {
         return Err(broken(
             last.map_or(1, |l| l + 1),
-            "the audit log's sealed head is missing: the log was erased or its head deleted              without the vault key"
+            "the audit log's sealed head is missing: the log was erased or its head deleted \
+             without the vault key"
                 .into(),
         ));
     };
