@@ -325,6 +325,9 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// header is still in its WAL) a read-only look must find the id or every vault table.
 /// Anything else — an empty file, text, another application's SQLite database — is
 /// [`StoreError::NotAVault`], and the file is left byte for byte as it was.
+///
+/// Call it only before this process has the file open through SQLite (see
+/// [`Store::open_again`]): it opens and closes the file itself.
 pub fn recognise(path: &Path) -> Result<(), StoreError> {
     let not_a_vault = |reason: &str| StoreError::NotAVault {
         path: path.to_path_buf(),
@@ -478,6 +481,15 @@ impl Store {
     /// The caller checks that the file exists (to give the "run `secret init`" hint).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         recognise(path)?;
+        Self::open_again(path)
+    }
+
+    /// Another connection to a vault file this process has open already (and so has
+    /// recognised). It must not read the file itself: closing any descriptor of a file
+    /// drops every POSIX lock the process holds on it, including the locks SQLite holds
+    /// for the open connection; another process (even `sqlite3`) would then think it
+    /// alone has the file, checkpoint, and delete the WAL and shm under it.
+    pub fn open_again(path: &Path) -> Result<Self, StoreError> {
         small_lookaside();
         let conn = Connection::open_with_flags(
             path,

@@ -1087,7 +1087,8 @@ impl Vault {
     /// A second connection to the same vault, already unlocked (the scheduler's, beside
     /// the API's): the same keys, actor and clock.
     pub fn another_connection(&self) -> Result<Vault, VaultError> {
-        let store = Store::open(self.store.path())?;
+        // Not Store::open: this process holds the file open already (see open_again).
+        let store = Store::open_again(self.store.path())?;
         let keys = Keys::derive(self.keys.vault_id.clone(), self.keys.key.try_clone()?)?;
         Ok(Vault {
             store,

@@ -631,3 +631,81 @@ fn times_past_year_9999_print_instead_of_panicking() {
     env.sql("UPDATE secrets SET updated_at = -9223372036854775808 WHERE name = 'B'");
     env.run(&["list"]).code(7).stderr_has("metadata of B");
 }
+
+// --- the same through the API ---------------------------------------------------------
+
+#[test]
+fn the_api_refuses_tampered_metadata_and_an_erased_log_without_sending_a_value() {
+    use crate::serve::{free_port, wait_status};
+    let env = three_versions();
+    let token = env
+        .run(&["token", "create", "--name", "api", "--scope", "admin"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let port = free_port();
+    let mut serve = env
+        .command(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-scheduler",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&rt, &format!("{base}/readyz"), 200);
+    let get = |path: &str| {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    assert_eq!(get("/v1/secrets/A").0, 200);
+    // serve opened a second connection at start (its audit check). Recognising the
+    // file then must not have dropped the locks SQLite holds: if it had, this sqlite3
+    // would think itself alone, checkpoint, and delete the WAL and shm under serve.
+    env.sql("SELECT count(*) FROM secrets");
+    for suffix in ["-wal", "-shm"] {
+        let mut name = env.vault.as_os_str().to_owned();
+        name.push(suffix);
+        assert!(
+            std::path::PathBuf::from(name).exists(),
+            "vault.db{suffix} was deleted while serve had it open"
+        );
+    }
+    env.sql("UPDATE secrets SET current_version = 1 WHERE name = 'A'");
+    let (status, body) = get("/v1/secrets/A");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        !body.contains("a-one") && !body.contains("a-three"),
+        "{body}"
+    );
+    let (status, body) = get("/v1/secrets/A/versions");
+    assert_eq!(status, 500, "{body}");
+    // B is untouched and still served.
+    let (status, body) = get("/v1/secrets/B");
+    assert_eq!(status, 200);
+    assert!(body.contains("b-one"));
+    // An erased log stops every request, reads included.
+    env.sql("DELETE FROM audit_log; DELETE FROM audit_head;");
+    let (status, body) = get("/v1/secrets/B");
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("b-one"));
+    assert_eq!(env.sql("SELECT count(*) FROM audit_log"), "0");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
