@@ -645,8 +645,8 @@ fn the_api_refuses_tampered_metadata_and_an_erased_log_without_sending_a_value()
         .trim()
         .to_string();
     let port = free_port();
-    let mut serve = env
-        .command(&[
+    let _serve = crate::util::KillOnDrop::new(
+        env.command(&[
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -656,7 +656,8 @@ fn the_api_refuses_tampered_metadata_and_an_erased_log_without_sending_a_value()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -706,6 +707,4 @@ fn the_api_refuses_tampered_metadata_and_an_erased_log_without_sending_a_value()
     assert_eq!(status, 503, "{body}");
     assert!(!body.contains("b-one"));
     assert_eq!(env.sql("SELECT count(*) FROM audit_log"), "0");
-    let _ = serve.kill();
-    let _ = serve.wait();
 }

@@ -12,7 +12,7 @@
 use std::process::Stdio;
 
 use crate::serve::{free_port, wait_status};
-use crate::util::{contains, read_or_empty, Run, TestEnv};
+use crate::util::{contains, read_or_empty, KillOnDrop, Run, TestEnv};
 
 struct Scan {
     /// Label and the bytes that must not appear.
@@ -270,8 +270,8 @@ fn no_value_leaks_from_any_command_route_log_or_file() {
 
     // --- the API -------------------------------------------------------------------
     let port = free_port();
-    let serve = env
-        .command(&[
+    let serve = KillOnDrop::new(
+        env.command(&[
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -281,7 +281,8 @@ fn no_value_leaks_from_any_command_route_log_or_file() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     let api = Api {
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -370,7 +371,7 @@ fn no_value_leaks_from_any_command_route_log_or_file() {
     let (_, metrics) = api.call("GET", "/metrics", None, None);
     scan.place("/metrics at the end", &metrics);
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let out = serve.wait_with_output().unwrap();
+    let out = serve.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     scan.place("stdout of serve", &out.stdout);
     scan.place("stderr of serve", &out.stderr);
