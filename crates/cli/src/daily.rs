@@ -331,6 +331,20 @@ fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<(), VaultError>
 /// `secret run`: the values go into CMD's environment and CMD replaces this process,
 /// so its exit code is ours. The reads are audited before the exec.
 pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<(), VaultError> {
+    // A command word that starts with `-` is an option `run` does not know, typed where
+    // the command goes; it may be a value, so it is refused without being repeated, and
+    // before anything is read.
+    if args
+        .command
+        .first()
+        .is_some_and(|p| p.as_encoded_bytes().starts_with(b"-"))
+    {
+        return Err(VaultError::Usage(
+            "run does not know the option given before the command (`secret run --help` \
+             lists them); put the command after `--`"
+                .into(),
+        ));
+    }
     let only = names(args.only)?;
     let mut shadowed = Vec::new();
     let mut backend = ctx.backend()?;

@@ -26,7 +26,7 @@
 
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -41,6 +41,7 @@ use secret_core::error::VaultError;
 use secret_core::model::{
     InputError, Label, SecretValue, VersionNumber, VersionSelector, MAX_VALUE_BYTES,
 };
+use secret_core::private_file;
 use secret_core::render::{age, entry_json, rfc3339};
 use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
 use secret_server::backup::BackupOptions;
@@ -54,6 +55,7 @@ mod environment;
 mod keys;
 mod remote;
 mod rotation;
+pub mod usage;
 
 pub use environment::{Environment, Tuning};
 pub use keys::{BackupArgs, PassphraseCommand, RecipientsCommand, RestoreArgs};
@@ -133,7 +135,8 @@ pub enum Command {
     Get {
         name: String,
         /// A specific version.
-        #[arg(long, conflicts_with = "previous")]
+        #[arg(long, conflicts_with = "previous",
+              value_parser = clap::value_parser!(u64).range(1..=usage::MAX_VERSION))]
         version: Option<u64>,
         /// The version before the current one.
         #[arg(long)]
@@ -163,7 +166,7 @@ pub enum Command {
     /// Wipe the ciphertext of one version for good.
     Destroy {
         name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=usage::MAX_VERSION))]
         version: u64,
     },
     /// Read the audit log, or verify / export it.
@@ -330,7 +333,8 @@ pub enum PolicyCommand {
 pub struct SetArgs {
     pub name: String,
     /// Compare-and-set: fail (exit 4) unless the current version is N (0 = create only).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=usage::MAX_VERSION))]
     pub if_version: Option<u64>,
     /// Generate a random value with the system RNG instead of reading stdin.
     #[arg(long)]
@@ -430,8 +434,12 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
             })
         }
         Command::Destroy { name, version } => {
-            let number = VersionNumber::new(version)
-                .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?;
+            let number = VersionNumber::new(version).ok_or_else(|| {
+                VaultError::Usage(format!(
+                    "a version is a number from 1 to {}",
+                    usage::MAX_VERSION
+                ))
+            })?;
             let changed = ctx.open()?.destroy(&name, number)?;
             ctx.say(if changed {
                 format!("destroyed version {version} of {name}")
@@ -808,38 +816,12 @@ fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Resul
     Ok(())
 }
 
-/// Writes a file readable only by its owner, creating private parent folders.
+/// Writes a file readable only by its owner, creating private parent folders, through
+/// an exclusively created temporary file renamed into place (`private_file`).
+/// `replace`: an existing file (or a symlink in its place) is replaced; otherwise an
+/// existing name is refused.
 fn write_private_file(path: &Path, contents: &[u8], replace: bool) -> Result<(), VaultError> {
-    if let Some(parent) = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
-    {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(io_error(&format!("cannot create {}", parent.display())))?;
-    }
-    let what = format!("cannot write {}", path.display());
-    let target = if replace {
-        path.with_extension("tmp-secret")
-    } else {
-        path.to_path_buf()
-    };
-    let mut options = fs::OpenOptions::new();
-    options.write(true).mode(0o600);
-    if replace {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    let mut file = options.open(&target).map_err(io_error(&what))?;
-    file.write_all(contents).map_err(io_error(&what))?;
-    file.sync_all().map_err(io_error(&what))?;
-    if replace {
-        fs::rename(&target, path).map_err(io_error(&what))?;
-    }
-    Ok(())
+    private_file::write(path, contents, replace).map_err(|e| VaultError::Io(e.to_string()))
 }
 
 /// Reads a value from stdin: asked without echo on a terminal, else read to EOF
@@ -907,10 +889,12 @@ fn get(
     json: bool,
 ) -> Result<(), VaultError> {
     let selector = match (version, previous) {
-        (Some(v), _) => VersionSelector::Number(
-            VersionNumber::new(v)
-                .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
-        ),
+        (Some(v), _) => VersionSelector::Number(VersionNumber::new(v).ok_or_else(|| {
+            VaultError::Usage(format!(
+                "a version is a number from 1 to {}",
+                usage::MAX_VERSION
+            ))
+        })?),
         (None, true) => VersionSelector::Label(Label::Previous),
         (None, false) => VersionSelector::Label(Label::Current),
     };
@@ -1058,9 +1042,12 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
         Some(AuditCommand::Verify { expect_head }) => {
             let report = ctx.open()?.audit_verify(expect_head)?;
             ctx.say(format!(
-                "audit chain intact: {} entries verified (this check is entry {})",
+                "audit chain intact: {} entries verified (this check is entry {}); \
+                 metadata intact: {} secrets, {} tokens",
                 report.verified,
-                report.verified + 1
+                report.verified + 1,
+                report.secrets,
+                report.tokens
             ))?;
             println!("head: {}", report.head);
             Ok(())
@@ -1082,6 +1069,10 @@ fn audit_command(ctx: &Context, args: AuditArgs) -> Result<(), VaultError> {
             ))
         }
         None => {
+            // A name that is not one is refused before it reaches the log's details.
+            if let Some(name) = &args.secret {
+                secret_core::model::SecretName::new(name)?;
+            }
             let filter = AuditFilter {
                 secret: args.secret,
                 action: args.action,

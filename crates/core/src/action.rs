@@ -57,6 +57,8 @@ pub enum Action {
     DriftCheck,
     /// The vault's values pushed to a target that drifted (`secret drift --fix`).
     DriftFix,
+    /// A vault made before metadata MACs got them, at its first unlock with the key.
+    SealMetadata,
 }
 
 impl Action {
@@ -108,6 +110,7 @@ impl Action {
             Action::Rekey => crate::audit::REKEY_ACTION,
             Action::DriftCheck => "drift.check",
             Action::DriftFix => "drift.fix",
+            Action::SealMetadata => "vault.seal_metadata",
         }
     }
 

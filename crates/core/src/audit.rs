@@ -152,7 +152,8 @@ pub struct ExpectedHead {
 impl std::str::FromStr for ExpectedHead {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("expected SEQ:MAC as printed by `secret audit verify`, got {s:?}");
+        // The text is not repeated: whatever was pasted here may be something else.
+        let bad = || "expected SEQ:MAC as printed by `secret audit verify`".to_string();
         let (seq, mac) = s.trim().split_once(':').ok_or_else(bad)?;
         let seq = seq.parse::<u64>().map_err(|_| bad())?;
         let mac = unhex(mac).filter(|m| m.len() == MAC_LEN).ok_or_else(bad)?;
@@ -258,6 +259,11 @@ pub fn seal_head(key: &MacKey, seq: u64, mac: &[u8]) -> Head {
         mac: mac.to_vec(),
         seal: key.sign(&head_input(seq, mac)).to_vec(),
     }
+}
+
+/// Whether a head's seal is this key's over its sequence number and MAC.
+pub fn head_is_sealed(key: &MacKey, head: &Head) -> bool {
+    key.verify(&head_input(head.seq, &head.mac), &head.seal)
 }
 
 /// Fills in `entry.seq` and `entry.mac` to follow `head`, and returns the new head.
@@ -409,11 +415,7 @@ impl<'k> Verifier<'k> {
                 ),
             });
         }
-        if !self
-            .keys
-            .current
-            .verify(&head_input(head.seq, &head.mac), &head.seal)
-        {
+        if !head_is_sealed(self.keys.current, head) {
             return Err(Break {
                 seq: last + 1,
                 reason: "the sealed head record was altered".into(),

@@ -204,6 +204,24 @@ impl RetiredAuditKey {
     }
 }
 
+const LABEL_METADATA: &[u8] = b"secret/v1/metadata-mac";
+/// Appended to the vault id in the key check of a vault whose metadata carries MACs:
+/// the check then also says that a missing MAC is tampering, and only the key can
+/// turn that back.
+const KEY_CHECK_SEALED: &[u8] = b"/metadata-sealed";
+
+/// What a stored key check says about an unwrapped key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The key belongs to this vault, and every piece of its metadata carries a MAC.
+    Sealed,
+    /// The key belongs to this vault, made before metadata MACs: they are computed
+    /// at this unlock.
+    Legacy,
+    /// The key is not this vault's (its keyring was replaced).
+    Mismatch,
+}
+
 impl VaultKey {
     pub fn generate() -> Result<Self, CryptoError> {
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
@@ -238,16 +256,36 @@ impl VaultKey {
         Ok(MacKey(hmac::Key::from(okm)))
     }
 
-    /// A tag that proves an unwrapped key is this vault's key (stored at init).
+    /// A tag that proves an unwrapped key is this vault's key, and that the vault's
+    /// metadata carries MACs (stored at init, or when a vault gets its MACs).
     pub fn key_check(&self, vault_id: &[u8]) -> Result<[u8; 32], CryptoError> {
+        let key = self.mac_key(vault_id, LABEL_KEY_CHECK)?;
+        Ok(key.sign(&[vault_id, KEY_CHECK_SEALED].concat()))
+    }
+
+    /// The key check of a vault made before metadata MACs.
+    pub fn legacy_key_check(&self, vault_id: &[u8]) -> Result<[u8; 32], CryptoError> {
         Ok(self.mac_key(vault_id, LABEL_KEY_CHECK)?.sign(vault_id))
     }
 
     /// Constant-time comparison against the stored key check.
-    pub fn matches_check(&self, vault_id: &[u8], stored: &[u8]) -> Result<bool, CryptoError> {
-        Ok(self
-            .mac_key(vault_id, LABEL_KEY_CHECK)?
-            .verify(vault_id, stored))
+    pub fn check(&self, vault_id: &[u8], stored: &[u8]) -> Result<KeyCheck, CryptoError> {
+        let key = self.mac_key(vault_id, LABEL_KEY_CHECK)?;
+        Ok(
+            if key.verify(&[vault_id, KEY_CHECK_SEALED].concat(), stored) {
+                KeyCheck::Sealed
+            } else if key.verify(vault_id, stored) {
+                KeyCheck::Legacy
+            } else {
+                KeyCheck::Mismatch
+            },
+        )
+    }
+
+    /// The key of the MACs over metadata: secrets' labels and versions, tokens, the
+    /// number of secrets.
+    pub fn metadata_key(&self, vault_id: &[u8]) -> Result<MacKey, CryptoError> {
+        self.mac_key(vault_id, LABEL_METADATA)
     }
 
     /// The key that chains audit entries.
@@ -811,9 +849,10 @@ mod tests {
             .wrap_to_recipients(std::slice::from_ref(&generated.recipient))
             .unwrap();
         let back = VaultKey::unwrap_with_identities(&wrapped, &identities).unwrap();
-        assert!(back
-            .matches_check(&vid, &key.key_check(&vid).unwrap())
-            .unwrap());
+        assert_eq!(
+            back.check(&vid, &key.key_check(&vid).unwrap()).unwrap(),
+            KeyCheck::Sealed
+        );
 
         let stranger = Identities::parse(&generate_identity("x").file_text).unwrap();
         assert!(matches!(
@@ -824,14 +863,30 @@ mod tests {
         let pass = SecretString::from("correct horse".to_string());
         let wrapped = key.wrap_to_passphrase(&pass, Some(10)).unwrap();
         let back = VaultKey::unwrap_with_passphrase(&wrapped, &pass).unwrap();
-        assert!(back
-            .matches_check(&vid, &key.key_check(&vid).unwrap())
-            .unwrap());
+        assert_eq!(
+            back.check(&vid, &key.key_check(&vid).unwrap()).unwrap(),
+            KeyCheck::Sealed
+        );
         let wrong = SecretString::from("battery staple".to_string());
         assert!(matches!(
             VaultKey::unwrap_with_passphrase(&wrapped, &wrong),
             Err(CryptoError::WrongPassphrase)
         ));
+    }
+
+    #[test]
+    fn the_key_check_tells_sealed_legacy_and_foreign_keys_apart() {
+        let key = VaultKey::generate().unwrap();
+        let vid = [4u8; 16];
+        let sealed = key.key_check(&vid).unwrap();
+        let legacy = key.legacy_key_check(&vid).unwrap();
+        assert_ne!(sealed, legacy);
+        assert_eq!(key.check(&vid, &sealed).unwrap(), KeyCheck::Sealed);
+        assert_eq!(key.check(&vid, &legacy).unwrap(), KeyCheck::Legacy);
+        let other = VaultKey::generate().unwrap();
+        assert_eq!(other.check(&vid, &sealed).unwrap(), KeyCheck::Mismatch);
+        assert_eq!(other.check(&vid, &legacy).unwrap(), KeyCheck::Mismatch);
+        assert_eq!(key.check(&[5u8; 16], &sealed).unwrap(), KeyCheck::Mismatch);
     }
 
     #[test]
@@ -841,9 +896,14 @@ mod tests {
         let a = key.audit_key(&vid).unwrap().sign(b"m");
         let f = key.fingerprint_key(&vid).unwrap().sign(b"m");
         let c = key.key_check(&vid).unwrap();
-        assert_ne!(a, f);
-        assert_ne!(a, c);
-        assert_ne!(f, c);
+        let m = key.metadata_key(&vid).unwrap().sign(b"m");
+        let t = key.token_key(&vid).unwrap().sign(b"m");
+        let all = [a, f, c, m, t];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!  vault (the facade) ──► store (SQLite: every SQL statement, migrations/sqlite)
 //!    │                ├─► crypto (the only user of age and ring)
 //!    │                ├─► audit (chain encoding, MACs, verification)
+//!    │                ├─► integrity (MACs over labels, versions, tokens, census)
 //!    │                └─► private_file (0600 files through an exclusive temp file)
 //!    └─ model · rotation_state · policy · scope · clock · error · render
 //! ```
@@ -21,13 +22,18 @@
 //! - [`audit`] defines the entry encoding, the MAC chain, the sealed head, and
 //!   verification (across key epochs); [`vault`] decides what gets recorded, as an
 //!   [`action::Action`].
+//! - [`integrity`] encodes and MACs the metadata that decides what a read returns
+//!   (labels, latest version, deleted and destroyed flags, version rows, tokens, the
+//!   number of secrets); the vault checks it on every read and renews it on every write.
 //! - The vault's keys and recovery (recipients, passphrase, rekey, backup, restore)
-//!   live in `vault::keys`; [`private_file`] writes the files they produce.
+//!   live in `vault::keys`.
 //! - [`model`] holds validated names, version numbers and the value wrapper that keeps
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.
 //! - [`dotenv`] reads and writes dotenv files (`import`, `export`).
 //! - [`policy`] parses `policies/*.toml` strictly; [`scope`] parses token scopes.
+//! - [`private_file`] writes files that hold values or the audit trail: through an
+//!   exclusively created temporary file in the same folder, then a rename.
 //! - [`clock`] is the one source of "now"; [`error`] maps every failure to one exit
 //!   code; [`render`] is the presentation the CLI and the API share (times, audit
 //!   entries, rotation runs as JSON).
@@ -43,6 +49,7 @@ pub mod clock;
 pub mod crypto;
 pub mod dotenv;
 pub mod error;
+pub mod integrity;
 pub mod model;
 pub mod policy;
 pub mod private_file;

@@ -14,9 +14,14 @@ use crate::crypto;
 use crate::rotation_state::{RunOutcome, RunState, Step, StepStatus, Trigger};
 use crate::store::{RotationRow, StepRow};
 
-/// UTC time as RFC 3339, with milliseconds or to the second.
+/// The last instant RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// UTC time as RFC 3339, with milliseconds or to the second. Times past year 9999 (a
+/// token made with an enormous `--ttl`, a row edited by hand) print as its last
+/// instant: the formatter refuses them, and a refusal here used to be a panic.
 pub fn rfc3339(ms: i64, millis: bool) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let time = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST_RFC3339_MS) as u64);
     if millis {
         humantime::format_rfc3339_millis(time).to_string()
     } else {
@@ -26,7 +31,7 @@ pub fn rfc3339(ms: i64, millis: bool) -> String {
 
 /// "3d ago", "5m ago".
 pub fn age(now_ms: i64, then_ms: i64) -> String {
-    let secs = ((now_ms - then_ms).max(0) / 1000) as u64;
+    let secs = (now_ms.saturating_sub(then_ms).max(0) / 1000) as u64;
     let (n, unit) = match secs {
         0..=59 => (secs, "s"),
         60..=3599 => (secs / 60, "m"),
@@ -128,6 +133,9 @@ mod tests {
         assert_eq!(rfc3339(0, false), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_500, true), "1970-01-01T00:00:01.500Z");
         assert_eq!(rfc3339(-5, false), "1970-01-01T00:00:00Z");
+        // Found by the audit_entries fuzz target: past year 9999 this panicked.
+        assert_eq!(rfc3339(i64::MAX, true), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(LAST_RFC3339_MS + 1, false), "9999-12-31T23:59:59Z");
     }
 
     #[test]
@@ -136,5 +144,7 @@ mod tests {
         assert_eq!(age(3_600_000, 0), "1h ago");
         assert_eq!(age(0, 10_000), "0s ago");
         assert_eq!(age(86_400_000 * 3, 0), "3d ago");
+        assert_eq!(age(i64::MAX, i64::MIN), "106751991167d ago");
+        assert_eq!(age(i64::MIN, i64::MAX), "0s ago");
     }
 }

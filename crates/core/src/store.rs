@@ -8,6 +8,11 @@
 //! The schema lives in `migrations/NNNN_name.sql`, embedded at build time and applied
 //! in order, with the count recorded in `PRAGMA user_version`.
 //!
+//! A vault carries `PRAGMA application_id` [`APPLICATION_ID`] from `init` on. Before
+//! anything writes to a file (even the switch to WAL), [`Store::open`] reads its header
+//! and refuses a file that is not a vault — empty, not SQLite, another application's
+//! database — leaving its bytes as they were.
+//!
 //! This module sees rows and domain types; it knows nothing of crypto or the CLI.
 
 use std::fs::{self, OpenOptions};
@@ -44,7 +49,30 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_key_epochs",
         include_str!("../../../migrations/sqlite/0005_key_epochs.sql"),
     ),
+    (
+        "0006_integrity",
+        include_str!("../../../migrations/sqlite/0006_integrity.sql"),
+    ),
 ];
+
+/// `PRAGMA application_id` of a vault: "SCRT" in ASCII. Set by the first migration a
+/// file receives (so at `init`, and on vaults made before it existed at their upgrade).
+pub const APPLICATION_ID: i32 = 0x5343_5254;
+
+/// The tables every vault has had since its first schema: how a vault made before the
+/// application id existed is told from another application's database.
+const VAULT_TABLES: &[&str] = &[
+    "audit_head",
+    "audit_log",
+    "audit_unkeyed",
+    "keyring",
+    "secrets",
+    "vault",
+    "versions",
+];
+
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -197,6 +225,30 @@ pub struct VersionRow {
     pub meta: String,
 }
 
+/// What a secret's metadata MAC covers of one of its versions: everything but the
+/// sealed bytes themselves (which AES-GCM authenticates on their own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionFacts {
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub destroyed_at_ms: Option<i64>,
+    /// Whether the row still holds a nonce and a ciphertext.
+    pub sealed: bool,
+    /// Provider handle (JSON; ids and public keys, never a value).
+    pub meta: String,
+}
+
+/// A stored MAC.
+pub type Mac = Vec<u8>;
+
+/// Where the audit log starts and ends, and the MAC of the entry the head names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditBounds {
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    pub mac_at: Option<Mac>,
+}
+
 /// One rotation run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotationRow {
@@ -290,6 +342,133 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
+/// Decides whether the file at `path` is a vault, without writing to it: its header must
+/// carry our application id, or (a vault made before the id existed, or one whose newest
+/// header is still in its WAL) a read-only look must find the id or every vault table.
+/// Anything else — an empty file, text, another application's SQLite database — is
+/// [`StoreError::NotAVault`], and the file is left byte for byte as it was.
+///
+/// Call it only before this process has the file open through SQLite (see
+/// [`Store::open_again`]): it opens and closes the file itself.
+pub fn recognise(path: &Path) -> Result<(), StoreError> {
+    let not_a_vault = |reason: &str| StoreError::NotAVault {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let mut header = [0u8; 100];
+    let read = {
+        use std::io::Read;
+        let mut file =
+            fs::File::open(path).map_err(|e| not_a_vault(&format!("cannot read it: {e}")))?;
+        let mut read = 0;
+        while read < header.len() {
+            match file.read(&mut header[read..]) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(not_a_vault(&format!("cannot read it: {e}"))),
+            }
+        }
+        read
+    };
+    if read == header.len() && header.starts_with(SQLITE_MAGIC) {
+        let id = i32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+        if id == APPLICATION_ID {
+            return Ok(());
+        }
+        if id != 0 {
+            return Err(not_a_vault(&format!(
+                "it is the SQLite database of another application (application id {id:#010x})"
+            )));
+        }
+    } else {
+        // A vault whose every page is still in its WAL (a process killed before its
+        // first checkpoint) has an empty main file; anything else is not SQLite.
+        let wal_len = fs::metadata(sibling(path, "-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if read > 0 || wal_len == 0 {
+            return Err(not_a_vault(if read == 0 {
+                "the file is empty; create vaults with `secret init`"
+            } else {
+                "not an SQLite database"
+            }));
+        }
+    }
+    recognise_by_schema(path)
+}
+
+/// The slow half of [`recognise`]: a read-only connection asks SQLite itself for the
+/// application id and the tables. Without a WAL beside the file, the file alone is the
+/// database, and it is opened `immutable` (no locks, no WAL or shm file created); with
+/// one, SQLite must read it too, read-only.
+fn recognise_by_schema(path: &Path) -> Result<(), StoreError> {
+    let not_a_vault = |reason: String| StoreError::NotAVault {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let has_wal = fs::metadata(sibling(path, "-wal")).is_ok_and(|m| m.len() > 0);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let opened = if has_wal {
+        Connection::open_with_flags(path, flags)
+    } else {
+        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+    };
+    let conn = opened.map_err(|e| not_a_vault(format!("cannot read it as SQLite: {e}")))?;
+    let looked = (|| {
+        let id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+        let tables = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, rusqlite::Error>((id, version, tables))
+    })();
+    let (id, version, tables) = looked.map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => not_a_vault("not an SQLite database".into()),
+        _ => not_a_vault(format!("cannot read it as SQLite: {e}")),
+    })?;
+    if id == APPLICATION_ID {
+        return Ok(());
+    }
+    if id != 0 {
+        return Err(not_a_vault(format!(
+            "it is the SQLite database of another application (application id {id:#010x})"
+        )));
+    }
+    let has_vault_tables = VAULT_TABLES.iter().all(|t| tables.iter().any(|n| n == t));
+    if version >= 1 && has_vault_tables {
+        return Ok(());
+    }
+    Err(not_a_vault(if tables.is_empty() {
+        "it is an SQLite database with no vault schema; create vaults with `secret init`".into()
+    } else {
+        "it is an SQLite database of another application (it lacks the vault's tables)".into()
+    }))
+}
+
+/// A `file:` URI that opens `path` as an immutable database.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// `path` with `suffix` appended (`vault.db` → `vault.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 impl Store {
     /// Creates a new, empty vault file (mode 0600, parent folders 0700) with the schema applied.
     pub fn create(path: &Path) -> Result<Self, StoreError> {
@@ -319,9 +498,20 @@ impl Store {
         result
     }
 
-    /// Opens an existing vault file, applying any migrations it lacks.
+    /// Opens an existing vault file, applying any migrations it lacks. A file that is
+    /// not a vault is refused before anything writes to it (see [`recognise`]).
     /// The caller checks that the file exists (to give the "run `secret init`" hint).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        recognise(path)?;
+        Self::open_again(path)
+    }
+
+    /// Another connection to a vault file this process has open already (and so has
+    /// recognised). It must not read the file itself: closing any descriptor of a file
+    /// drops every POSIX lock the process holds on it, including the locks SQLite holds
+    /// for the open connection; another process (even `sqlite3`) would then think it
+    /// alone has the file, checkpoint, and delete the WAL and shm under it.
+    pub fn open_again(path: &Path) -> Result<Self, StoreError> {
         small_lookaside();
         let conn = Connection::open_with_flags(
             path,
@@ -403,6 +593,7 @@ impl Store {
                 continue;
             }
             tx.execute_batch(sql)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", index as u32 + 1)?;
             tx.commit()?;
         }
@@ -573,9 +764,7 @@ impl Drop for Store {
     /// wait for readers (a running `serve`): their own checkpoints take over.
     /// Durability is unaffected either way: every commit is already in the WAL.
     fn drop(&mut self) {
-        let mut wal = self.path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal_len = fs::metadata(PathBuf::from(wal))
+        let wal_len = fs::metadata(sibling(&self.path, "-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
         if wal_len > 0 && (self.changed || wal_len > WAL_KEEP_BYTES) {
@@ -810,6 +999,40 @@ impl Tx<'_> {
         Ok(out)
     }
 
+    /// The MAC over the number of secrets (`None` before a vault's metadata is sealed).
+    pub fn census(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT census FROM vault WHERE id = 1")?;
+        Ok(stmt
+            .query_row([], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_census(&self, mac: &[u8]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("UPDATE vault SET census = ?1 WHERE id = 1")?;
+        stmt.execute([mac])?;
+        Ok(())
+    }
+
+    /// How many secrets (deleted ones too) the vault holds.
+    pub fn count_secrets(&self) -> Result<u64, StoreError> {
+        let mut stmt = self.0.prepare_cached("SELECT count(*) FROM secrets")?;
+        Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Every secret's name, in order.
+    pub fn secret_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name FROM secrets ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn put_keyring(&self, row: &KeyringRow, now_ms: i64) -> Result<(), StoreError> {
         self.0.execute(
             "INSERT INTO keyring (kind, recipients, wrapped_key, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -829,7 +1052,47 @@ impl Tx<'_> {
         Ok(stmt.query_row([name], secret_row).optional()?)
     }
 
-    /// Inserts or replaces a secret's row.
+    /// A secret's row and its metadata MAC (`None` when the MAC is missing).
+    pub fn secret_with_mac(
+        &self,
+        name: &str,
+    ) -> Result<Option<(SecretRow, Option<Mac>)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {SECRET_COLUMNS}, mac FROM secrets WHERE name = ?1"
+        ))?;
+        Ok(stmt
+            .query_row([name], |r| Ok((secret_row(r)?, r.get(9)?)))
+            .optional()?)
+    }
+
+    pub fn set_secret_mac(&self, name: &str, mac: &[u8]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("UPDATE secrets SET mac = ?2 WHERE name = ?1")?;
+        stmt.execute(params![name, mac])?;
+        Ok(())
+    }
+
+    /// What the metadata MAC covers of each version of a secret, oldest first.
+    pub fn version_facts(&self, name: &str) -> Result<Vec<VersionFacts>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT version, created_at, destroyed_at,
+                    nonce IS NOT NULL AND ciphertext IS NOT NULL, meta
+             FROM versions WHERE name = ?1 ORDER BY version",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            Ok(VersionFacts {
+                version: r.get::<_, i64>(0)? as u64,
+                created_at_ms: r.get(1)?,
+                destroyed_at_ms: r.get(2)?,
+                sealed: r.get(3)?,
+                meta: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts or replaces a secret's row. Its metadata MAC must be renewed after.
     pub fn save_secret(&self, row: &SecretRow) -> Result<(), StoreError> {
         let mut stmt = self.0.prepare_cached(&format!(
             "INSERT INTO secrets ({SECRET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -1232,6 +1495,25 @@ impl Tx<'_> {
         Ok(n as u64)
     }
 
+    /// A token's metadata MAC (`None` when missing or the token does not exist).
+    pub fn token_mac(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT mac FROM tokens WHERE id = ?1")?;
+        Ok(stmt
+            .query_row([id], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_token_mac(&self, id: &str, mac: &[u8]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("UPDATE tokens SET mac = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id, mac])?;
+        Ok(())
+    }
+
     pub fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         let mut stmt = self
             .0
@@ -1284,6 +1566,23 @@ impl Tx<'_> {
                 })
             })
             .optional()?)
+    }
+
+    /// The first and last sequence numbers in the log, and the MAC of entry `seq`:
+    /// what the sealed head is checked against before each append. Each is one
+    /// index lookup (SQLite answers a lone min() or max() from the b-tree's edge).
+    pub fn audit_bounds(&self, seq: u64) -> Result<AuditBounds, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT (SELECT min(seq) FROM audit_log), (SELECT max(seq) FROM audit_log),
+                    (SELECT mac FROM audit_log WHERE seq = ?1)",
+        )?;
+        Ok(stmt.query_row([seq as i64], |r| {
+            Ok(AuditBounds {
+                first: opt_u64(r.get(0)?),
+                last: opt_u64(r.get(1)?),
+                mac_at: r.get(2)?,
+            })
+        })?)
     }
 
     /// Appends one entry and moves the head to it.
@@ -1714,5 +2013,111 @@ mod tests {
             Store::open(&empty),
             Err(StoreError::NotAVault { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod recognise_tests {
+    use super::*;
+
+    fn header_id(path: &Path) -> Option<i32> {
+        let bytes = fs::read(path).unwrap();
+        (bytes.len() >= 72)
+            .then(|| i32::from_be_bytes([bytes[68], bytes[69], bytes[70], bytes[71]]))
+    }
+
+    #[test]
+    fn a_vault_whose_newest_header_is_still_in_its_wal_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        // Migrations alone leave their pages in the WAL (no checkpoint on close).
+        drop(Store::create(&path).unwrap());
+        assert!(fs::metadata(sibling(&path, "-wal")).unwrap().len() > 0);
+        assert_ne!(
+            header_id(&path),
+            Some(APPLICATION_ID),
+            "the slow path is under test"
+        );
+        recognise(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        store.checkpoint_truncate().unwrap();
+        drop(store);
+        assert_eq!(header_id(&path), Some(APPLICATION_ID));
+        recognise(&path).unwrap();
+    }
+
+    #[test]
+    fn a_vault_made_before_the_application_id_is_recognised_by_its_tables_and_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (_, sql) in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+        }
+        assert_eq!(header_id(&path), Some(0));
+        recognise(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
+        store.checkpoint_truncate().unwrap();
+        drop(store);
+        assert_eq!(header_id(&path), Some(APPLICATION_ID));
+    }
+
+    #[test]
+    fn files_that_are_not_vaults_are_refused_with_their_reason_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        type Make = fn(&Path);
+        let cases: Vec<(&str, Make, &str)> = vec![
+            ("empty", |p| fs::write(p, b"").unwrap(), "empty"),
+            (
+                "text",
+                |p| fs::write(p, "x".repeat(4096)).unwrap(),
+                "not an SQLite database",
+            ),
+            (
+                "tables",
+                |p| {
+                    Connection::open(p)
+                        .unwrap()
+                        .execute_batch("CREATE TABLE vault (x); PRAGMA user_version = 2;")
+                        .unwrap()
+                },
+                "lacks the vault's tables",
+            ),
+            (
+                "foreign-id",
+                |p| {
+                    Connection::open(p)
+                        .unwrap()
+                        .execute_batch("PRAGMA application_id = -7; CREATE TABLE t (x);")
+                        .unwrap()
+                },
+                "another application (application id 0xfffffff9)",
+            ),
+        ];
+        for (name, make, reason) in cases {
+            let path = dir.path().join(name);
+            make(&path);
+            let before = fs::read(&path).unwrap();
+            let err = Store::open(&path).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::NotAVault { reason: r, .. } if r.contains(reason)),
+                "{name}: {err}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), before, "{name}");
+            assert!(!sibling(&path, "-wal").exists(), "{name}");
+            assert!(!sibling(&path, "-shm").exists(), "{name}");
+        }
+    }
+
+    #[test]
+    fn immutable_uris_escape_what_sqlite_would_read_as_syntax() {
+        assert_eq!(
+            immutable_uri(Path::new("/tmp/a b/v?x#%.db")),
+            "file:/tmp/a%20b/v%3Fx%23%25.db?immutable=1"
+        );
     }
 }

@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::action::Action;
 use crate::audit::{self, Actor, AuditFilter, Entry, ExpectedHead, Head, UnkeyedEvent};
 use crate::clock::Clock;
-use crate::crypto::{self, CryptoError, Identities, MacKey, ValueSlot, VaultKey, VAULT_ID_LEN};
+use crate::crypto::{
+    self, CryptoError, Identities, KeyCheck, MacKey, ValueSlot, VaultKey, VAULT_ID_LEN,
+};
 use crate::error::VaultError;
 use crate::model::{
     InputError, Label, Revealed, SecretMeta, SecretName, SecretValue, VersionMeta, VersionNumber,
@@ -30,12 +32,16 @@ pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 mod api;
 mod bulk;
 mod keys;
+mod metadata;
+#[cfg(test)]
+mod properties;
 pub use api::{ApiCall, CallError, Op, Reply};
 pub use bulk::Imported;
 pub use keys::{
     BackupEncryption, BackupReport, BackupTarget, KeyringInfo, Proof, RekeyOptions, RekeyReport,
     RestoreOptions, RestoreReport,
 };
+use metadata::{checked_secret, reseal_census, reseal_secret};
 mod drift;
 pub use drift::{SecretPrints, VersionPrint};
 
@@ -74,6 +80,9 @@ pub struct SetOptions {
 pub struct VerifyReport {
     /// Entries checked, not counting the one this check appended.
     pub verified: u64,
+    /// Secrets and tokens whose metadata MAC was checked.
+    pub secrets: u64,
+    pub tokens: u64,
     /// The head after this check's own entry: `SEQ:MAC`.
     pub head: String,
 }
@@ -88,6 +97,8 @@ struct Keys {
     fingerprint: audit::Fingerprinter,
     /// Hashes API tokens.
     token: MacKey,
+    /// MACs the metadata that decides what a read returns (labels, versions, tokens).
+    meta: MacKey,
 }
 
 /// What an operation hands back to be recorded with it.
@@ -126,8 +137,80 @@ fn audit_write_error(e: StoreError) -> VaultError {
     VaultError::AuditWrite(e.to_string())
 }
 
-/// Appends one entry in `tx` and returns the new head. Refuses when the vault key in
-/// force is no longer this process's (see [`Keys::ensure_in_force`]).
+/// The sealed head the next entry follows, checked against the log. A vault has one
+/// from its `init` entry on, so a missing head, a head whose seal fails, or a log that
+/// no longer starts at 1 or ends at the head means the log was erased, truncated or
+/// rewritten without the key: nothing is appended (a vault never starts a new chain
+/// on its own) and the operation fails with exit 7. Costs one head read, one HMAC and
+/// three index lookups.
+fn chain_head(tx: &Tx<'_>, key: &MacKey) -> Result<Head, VaultError> {
+    let broken = |seq: u64, reason: String| VaultError::AuditBroken {
+        seq,
+        reason: format!(
+            "{reason}; nothing was done: restore the vault from a backup, or look at it with \
+             `sqlite3` (`secret audit verify` names the first bad entry)"
+        ),
+    };
+    let head = tx.audit_head().map_err(audit_write_error)?;
+    let crate::store::AuditBounds {
+        first,
+        last,
+        mac_at: head_entry_mac,
+    } = tx
+        .audit_bounds(head.as_ref().map_or(0, |h| h.seq))
+        .map_err(audit_write_error)?;
+    let Some(head) = head else {
+        return Err(broken(
+            last.map_or(1, |l| l + 1),
+            "the audit log's sealed head is missing: the log was erased or its head deleted \
+             without the vault key"
+                .into(),
+        ));
+    };
+    if !audit::head_is_sealed(key, &head) {
+        return Err(broken(
+            head.seq,
+            "the audit log's sealed head was altered without the vault key".into(),
+        ));
+    }
+    if first != Some(1) {
+        return Err(broken(
+            1,
+            match first {
+                None => "every entry of the audit log was deleted".into(),
+                Some(f) => format!("entries 1 to {} of the audit log were deleted", f - 1),
+            },
+        ));
+    }
+    match last {
+        Some(l) if l > head.seq => {
+            return Err(broken(
+                head.seq + 1,
+                "entries after the sealed head were added without the vault key".into(),
+            ))
+        }
+        Some(l) if l < head.seq => {
+            return Err(broken(
+                l + 1,
+                format!(
+                    "the log ends at {l} but its sealed head is at {} (newest entries deleted)",
+                    head.seq
+                ),
+            ))
+        }
+        _ => {}
+    }
+    if head_entry_mac.as_deref() != Some(head.mac.as_slice()) {
+        return Err(broken(
+            head.seq,
+            "the entry at the sealed head was replaced or renumbered".into(),
+        ));
+    }
+    Ok(head)
+}
+
+/// Appends one entry in `tx` after the checked head and returns the new head. Refuses
+/// when the vault key in force is no longer this process's (see [`Keys::ensure_in_force`]).
 #[allow(clippy::too_many_arguments)]
 fn append(
     tx: &Tx<'_>,
@@ -141,7 +224,35 @@ fn append(
     details: &serde_json::Value,
 ) -> Result<Head, VaultError> {
     keys.ensure_in_force(tx)?;
-    let head = tx.audit_head().map_err(audit_write_error)?;
+    let head = chain_head(tx, &keys.audit)?;
+    append_after(
+        tx,
+        &keys.audit,
+        Some(&head),
+        actor,
+        at_ms,
+        action,
+        secret,
+        version,
+        outcome,
+        details,
+    )
+}
+
+/// Appends one entry after `head` (`None` only for a new vault's first entry).
+#[allow(clippy::too_many_arguments)]
+fn append_after(
+    tx: &Tx<'_>,
+    key: &MacKey,
+    head: Option<&Head>,
+    actor: &Actor,
+    at_ms: i64,
+    action: &str,
+    secret: Option<&str>,
+    version: Option<u64>,
+    outcome: &str,
+    details: &serde_json::Value,
+) -> Result<Head, VaultError> {
     let mut entry = Entry {
         seq: 0,
         at_ms,
@@ -155,7 +266,7 @@ fn append(
         details: details.to_string(),
         mac: Vec::new(),
     };
-    let new_head = audit::link(&keys.audit, head.as_ref(), &mut entry);
+    let new_head = audit::link(key, head, &mut entry);
     tx.append_audit(&entry, &new_head)
         .map_err(audit_write_error)?;
     Ok(new_head)
@@ -188,7 +299,7 @@ fn read_in(
     name: &SecretName,
     selector: VersionSelector,
 ) -> Result<Revealed, VaultError> {
-    let row = live_secret(tx, name)?;
+    let row = live_secret(tx, keys, name)?;
     let number = match selector {
         VersionSelector::Label(label) => {
             let v = match label {
@@ -246,7 +357,8 @@ fn write_in(
     value: &SecretValue,
     options: &SetOptions,
 ) -> Result<(VersionNumber, serde_json::Value), VaultError> {
-    let existing = tx.secret(name.as_str())?;
+    let existing = checked_secret(tx, keys, name.as_str())?;
+    let is_new = existing.is_none();
     let current = existing
         .as_ref()
         .and_then(|r| r.current_version)
@@ -311,6 +423,10 @@ fn write_in(
         &sealed.ciphertext,
         "{}",
     )?;
+    reseal_secret(tx, keys, name.as_str())?;
+    if is_new {
+        reseal_census(tx, keys)?;
+    }
     let mut details = json!({
         "fingerprint": keys.fingerprint.of(value.expose().as_bytes()),
         "generated": options.generated,
@@ -323,8 +439,12 @@ fn write_in(
 
 /// A secret and its versions with their labels, for `history` and the API's versions
 /// route. No values.
-fn history_in(tx: &Tx<'_>, name: &SecretName) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
-    let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+fn history_in(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    name: &SecretName,
+) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
+    let row = checked_secret(tx, keys, name.as_str())?.ok_or_else(|| not_found(name))?;
     let versions = tx
         .versions_of(name.as_str())?
         .into_iter()
@@ -340,13 +460,19 @@ fn history_in(tx: &Tx<'_>, name: &SecretName) -> Result<(SecretRow, Vec<VersionM
 
 /// Soft-deletes a secret inside a transaction: whether that changed anything, and its
 /// current version (for the audit entry).
-fn delete_in(tx: &Tx<'_>, name: &SecretName, now: i64) -> Result<(bool, Option<u64>), VaultError> {
-    let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+fn delete_in(
+    tx: &Tx<'_>,
+    keys: &Keys,
+    name: &SecretName,
+    now: i64,
+) -> Result<(bool, Option<u64>), VaultError> {
+    let mut row = checked_secret(tx, keys, name.as_str())?.ok_or_else(|| not_found(name))?;
     let changed = row.deleted_at_ms.is_none();
     if changed {
         row.deleted_at_ms = Some(now);
         row.updated_at_ms = now;
         tx.save_secret(&row)?;
+        reseal_secret(tx, keys, name.as_str())?;
     }
     Ok((changed, row.current_version))
 }
@@ -357,8 +483,8 @@ fn not_found(name: &SecretName) -> VaultError {
     ))
 }
 
-fn live_secret(tx: &Tx<'_>, name: &SecretName) -> Result<SecretRow, VaultError> {
-    let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+fn live_secret(tx: &Tx<'_>, keys: &Keys, name: &SecretName) -> Result<SecretRow, VaultError> {
+    let row = checked_secret(tx, keys, name.as_str())?.ok_or_else(|| not_found(name))?;
     if row.deleted_at_ms.is_some() {
         return Err(VaultError::NotFound(format!(
             "{name} is deleted; `secret undelete {name}` restores it"
@@ -442,9 +568,12 @@ impl Vault {
             for row in &keyring {
                 tx.put_keyring(row, now)?;
             }
-            append(
+            reseal_census(tx, &keys)?;
+            // The one entry that starts a chain: every later one follows a checked head.
+            append_after(
                 tx,
-                &keys,
+                &keys.audit,
+                None,
                 &actor,
                 now,
                 Action::Init.as_str(),
@@ -507,7 +636,8 @@ impl Vault {
                 return Err(VaultError::Locked(reason));
             }
         };
-        if !key.matches_check(&vault_row.vault_id, &vault_row.key_check)? {
+        let check = key.check(&vault_row.vault_id, &vault_row.key_check)?;
+        if check == KeyCheck::Mismatch {
             record_unkeyed(
                 &mut store,
                 &actor,
@@ -530,10 +660,49 @@ impl Vault {
             lease: None,
             clock,
         };
+        if check == KeyCheck::Legacy {
+            vault.seal_metadata()?;
+        }
         if has_unkeyed {
             vault.fold_unkeyed()?;
         }
         Ok(vault)
+    }
+
+    /// Gives a vault made before metadata MACs its MACs, once, with its key, and
+    /// records that in the key check (which only the key can change back) and in the
+    /// audit log, in one transaction.
+    fn seal_metadata(&mut self) -> Result<(), VaultError> {
+        let keys = &self.keys;
+        let actor = &self.actor;
+        let at = self.clock.now_ms();
+        let head = self.store.write(|tx| {
+            let row = tx.vault_row()?.ok_or_else(|| {
+                VaultError::Integrity("the vault's identity row disappeared".into())
+            })?;
+            // Another process may have sealed it meanwhile.
+            if keys.key.check(&keys.vault_id, &row.key_check)? != KeyCheck::Legacy {
+                return Ok(None);
+            }
+            let (secrets, tokens) = metadata::seal_everything(tx, keys)?;
+            tx.set_key_check(&keys.key.key_check(&keys.vault_id)?)?;
+            append(
+                tx,
+                keys,
+                actor,
+                at,
+                Action::SealMetadata.as_str(),
+                None,
+                None,
+                "ok",
+                &json!({ "secrets": secrets, "tokens": tokens }),
+            )
+            .map(Some)
+        })?;
+        if head.is_some() {
+            self.last_head = head;
+        }
+        Ok(())
     }
 
     /// Moves events recorded without the key (failed unlocks) into the chain.
@@ -713,8 +882,9 @@ impl Vault {
 
     /// Metadata of every secret (deleted ones too with `include_deleted`). No values.
     pub fn list(&mut self, include_deleted: bool) -> Result<Vec<SecretMeta>, VaultError> {
-        self.audited(Action::List, None, |tx, _, _now| {
+        self.audited(Action::List, None, |tx, keys, _now| {
             let secrets = tx.list_secrets(include_deleted)?;
+            metadata::check_listed(tx, keys, secrets.iter().map(|s| s.name.as_str()))?;
             let count = secrets.len();
             Ok(Done::new(
                 secrets,
@@ -726,8 +896,8 @@ impl Vault {
 
     /// The versions of one secret and their labels. No values.
     pub fn history(&mut self, raw_name: &str) -> Result<(SecretRow, Vec<VersionMeta>), VaultError> {
-        self.named(Action::History, raw_name, |tx, _, name, _now| {
-            let (row, versions) = history_in(tx, name)?;
+        self.named(Action::History, raw_name, |tx, keys, name, _now| {
+            let (row, versions) = history_in(tx, keys, name)?;
             let count = versions.len();
             Ok(Done::new(
                 (row, versions),
@@ -739,21 +909,23 @@ impl Vault {
 
     /// Soft-deletes a secret. Returns false when it was already deleted.
     pub fn delete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
-        self.named(Action::Delete, raw_name, |tx, _, name, now| {
-            let (changed, version) = delete_in(tx, name, now)?;
+        self.named(Action::Delete, raw_name, |tx, keys, name, now| {
+            let (changed, version) = delete_in(tx, keys, name, now)?;
             Ok(Done::new(changed, version, json!({ "changed": changed })))
         })
     }
 
     /// Restores a soft-deleted secret. Returns false when it was not deleted.
     pub fn undelete(&mut self, raw_name: &str) -> Result<bool, VaultError> {
-        self.named(Action::Undelete, raw_name, |tx, _, name, now| {
-            let mut row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+        self.named(Action::Undelete, raw_name, |tx, keys, name, now| {
+            let mut row =
+                checked_secret(tx, keys, name.as_str())?.ok_or_else(|| not_found(name))?;
             let changed = row.deleted_at_ms.is_some();
             if changed {
                 row.deleted_at_ms = None;
                 row.updated_at_ms = now;
                 tx.save_secret(&row)?;
+                reseal_secret(tx, keys, name.as_str())?;
             }
             Ok(Done::new(
                 changed,
@@ -765,8 +937,8 @@ impl Vault {
 
     /// Wipes one version's ciphertext for good. Returns false when it was already destroyed.
     pub fn destroy(&mut self, raw_name: &str, version: VersionNumber) -> Result<bool, VaultError> {
-        let changed = self.named(Action::Destroy, raw_name, |tx, _, name, now| {
-            let row = tx.secret(name.as_str())?.ok_or_else(|| not_found(name))?;
+        let changed = self.named(Action::Destroy, raw_name, |tx, keys, name, now| {
+            let row = checked_secret(tx, keys, name.as_str())?.ok_or_else(|| not_found(name))?;
             let stored = tx.version(name.as_str(), version)?.ok_or_else(|| {
                 VaultError::NotFound(format!(
                     "{name} has no version {version} (latest is {})",
@@ -776,6 +948,7 @@ impl Vault {
             let changed = stored.destroyed_at_ms.is_none();
             if changed {
                 tx.destroy_version(name.as_str(), version, now)?;
+                reseal_secret(tx, keys, name.as_str())?;
             }
             let labels = label_of(&row, version.get());
             Ok(Done::new(
@@ -821,10 +994,15 @@ impl Vault {
         let expected_text = expect.as_ref().map(|e| audit::format_head(e.seq, &e.mac));
         let verified = self.audited(Action::AuditVerify, None, |tx, keys, _now| {
             let count = keys::verify_chain_in(tx, keys, expect)?;
+            // The metadata too: every secret's labels and versions, every token, the census.
+            let (secrets, tokens) = metadata::check_everything(tx, keys)?;
             Ok(Done::new(
-                count,
+                (count, secrets, tokens),
                 None,
-                json!({ "verified": count, "expected_head": expected_text }),
+                json!({
+                    "verified": count, "expected_head": expected_text,
+                    "secrets_checked": secrets, "tokens_checked": tokens,
+                }),
             ))
         })?;
         let head = self
@@ -832,7 +1010,13 @@ impl Vault {
             .as_ref()
             .map(|h| audit::format_head(h.seq, &h.mac))
             .unwrap_or_default();
-        Ok(VerifyReport { verified, head })
+        let (verified, secrets, tokens) = verified;
+        Ok(VerifyReport {
+            verified,
+            secrets,
+            tokens,
+            head,
+        })
     }
 }
 
@@ -912,7 +1096,8 @@ impl Vault {
     /// A second connection to the same vault, already unlocked (the scheduler's, beside
     /// the API's): the same keys, actor and clock.
     pub fn another_connection(&self) -> Result<Vault, VaultError> {
-        let store = Store::open(self.store.path())?;
+        // Not Store::open: this process holds the file open already (see open_again).
+        let store = Store::open_again(self.store.path())?;
         let keys = Keys::derive(self.keys.vault_id.clone(), self.keys.key.try_clone()?)?;
         Ok(Vault {
             store,
@@ -955,7 +1140,9 @@ impl Vault {
     /// Not audited on its own: the rotation steps that use it are.
     pub fn secret_state(&mut self, raw_name: &str) -> Result<Option<SecretRow>, VaultError> {
         let name = SecretName::new(raw_name)?;
-        Ok(self.store.read(|tx| tx.secret(name.as_str()))?)
+        let keys = &self.keys;
+        self.store
+            .read(|tx| checked_secret(tx, keys, name.as_str()))
     }
 
     /// When a version was written.
@@ -968,9 +1155,13 @@ impl Vault {
         let Some(number) = VersionNumber::new(version) else {
             return Ok(None);
         };
+        let keys = &self.keys;
         Ok(self
             .store
-            .read(|tx| tx.version(name.as_str(), number))?
+            .read(|tx| {
+                checked_secret(tx, keys, name.as_str())?;
+                Ok::<_, VaultError>(tx.version(name.as_str(), number)?)
+            })?
             .map(|r| r.created_at_ms))
     }
 
@@ -983,9 +1174,13 @@ impl Vault {
         let name = SecretName::new(raw_name)?;
         let number = VersionNumber::new(version)
             .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
+        let keys = &self.keys;
         let row = self
             .store
-            .read(|tx| tx.version(name.as_str(), number))?
+            .read(|tx| {
+                checked_secret(tx, keys, name.as_str())?;
+                Ok::<_, VaultError>(tx.version(name.as_str(), number)?)
+            })?
             .ok_or_else(|| VaultError::NotFound(format!("{name} has no version {version}")))?;
         // A handle that does not parse is not "no handle": a revoke would then do nothing.
         serde_json::from_str(&row.meta).map_err(|_| {
@@ -1015,40 +1210,46 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let secret = row.secret.clone();
         let lease = self.lease.clone();
-        self.audited(Action::Rotate(Step::Start), Some(&secret), |tx, _, _now| {
-            check_lease(tx, lease.as_ref(), &row.secret, row.started_at_ms)?;
-            if let Some(open) = tx.rotation_in_progress(&row.secret)? {
-                return Err(VaultError::Conflict(format!(
+        self.audited(
+            Action::Rotate(Step::Start),
+            Some(&secret),
+            |tx, keys, _now| {
+                check_lease(tx, lease.as_ref(), &row.secret, row.started_at_ms)?;
+                if let Some(open) = tx.rotation_in_progress(&row.secret)? {
+                    return Err(VaultError::Conflict(format!(
                     "rotation {open} of {} is still open: `secret rotate --due` finishes it first",
                     row.secret
                 )));
-            }
-            if tx.secret(&row.secret)?.is_none() {
-                // The first rotation of a secret creates it.
-                tx.save_secret(&SecretRow {
-                    name: row.secret.clone(),
-                    description: None,
-                    created_at_ms: row.started_at_ms,
-                    updated_at_ms: row.started_at_ms,
-                    deleted_at_ms: None,
-                    latest_version: 0,
-                    current_version: None,
-                    pending_version: None,
-                    previous_version: None,
-                })?;
-            }
-            tx.save_rotation(row)?;
-            tx.insert_step(
-                &row.id,
-                Step::Start,
-                StepStatus::Ok,
-                row.started_at_ms,
-                &detail.to_string(),
-            )?;
-            let mut details = detail.clone();
-            details["rotation"] = json!(row.id);
-            Ok(Done::new((), None, details))
-        })
+                }
+                if checked_secret(tx, keys, &row.secret)?.is_none() {
+                    // The first rotation of a secret creates it.
+                    tx.save_secret(&SecretRow {
+                        name: row.secret.clone(),
+                        description: None,
+                        created_at_ms: row.started_at_ms,
+                        updated_at_ms: row.started_at_ms,
+                        deleted_at_ms: None,
+                        latest_version: 0,
+                        current_version: None,
+                        pending_version: None,
+                        previous_version: None,
+                    })?;
+                    reseal_secret(tx, keys, &row.secret)?;
+                    reseal_census(tx, keys)?;
+                }
+                tx.save_rotation(row)?;
+                tx.insert_step(
+                    &row.id,
+                    Step::Start,
+                    StepStatus::Ok,
+                    row.started_at_ms,
+                    &detail.to_string(),
+                )?;
+                let mut details = detail.clone();
+                details["rotation"] = json!(row.id);
+                Ok(Done::new((), None, details))
+            },
+        )
     }
 
     /// Records one step of a rotation and applies its effect, atomically with its
@@ -1079,10 +1280,11 @@ impl Vault {
         let result = self.store.write(|tx| {
             let at = clock.now_ms();
             check_lease(tx, lease.as_ref(), &rotation.secret, at)?;
-            let mut row = tx.secret(&rotation.secret)?.ok_or_else(|| {
+            let mut row = checked_secret(tx, keys, &rotation.secret)?.ok_or_else(|| {
                 VaultError::NotFound(format!("no secret named {}", rotation.secret))
             })?;
             let mut version = rotation.new_version;
+            let changes_secret = !matches!(effect, StepEffect::None);
             match effect {
                 StepEffect::None => {}
                 StepEffect::StagePending { value, meta } => {
@@ -1144,6 +1346,9 @@ impl Vault {
                         tx.save_secret(&row)?;
                     }
                 }
+            }
+            if changes_secret {
+                reseal_secret(tx, keys, &rotation.secret)?;
             }
             rotation.updated_at_ms = at;
             tx.save_rotation(rotation)?;
@@ -1254,6 +1459,7 @@ impl Keys {
             audit: key.audit_key(&vault_id)?,
             fingerprint: audit::Fingerprinter::new(key.fingerprint_key(&vault_id)?),
             token: key.token_key(&vault_id)?,
+            meta: key.metadata_key(&vault_id)?,
             vault_id,
             key,
         })

@@ -162,18 +162,12 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
         false,
     ));
     let identity_path = dir.join("identity.txt");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&identity_path)
-            .map_err(io)?;
-        f.write_all(identity.file_text.expose_secret().as_bytes())
-            .map_err(io)?;
-    }
+    secret_core::private_file::write(
+        &identity_path,
+        identity.file_text.expose_secret().as_bytes(),
+        false,
+    )
+    .map_err(io)?;
     let actor = Actor {
         name: "user:demo".into(),
         pid: Some(std::process::id()),

@@ -2,13 +2,16 @@
 //! link). Each test runs the real `secret` binary in its own temp dir with a cleared
 //! environment, and asserts on what a user sees: exit codes, output, files on disk.
 
+mod argv;
 mod audit;
 mod backup;
 mod daily;
 mod drift;
+mod integrity;
 mod interop;
 mod jwks;
 mod keys;
+mod leaks;
 mod remote;
 mod rotation;
 mod serve;

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::bulk::{current_names, reveal_each};
+use super::metadata::{self, checked_secret, checked_token, reseal_token};
 use super::{append, delete_in, history_in, read_in, write_in, Done, Keys, Vault};
 use crate::action::Action;
 use crate::audit::{Actor, AuditFilter, Entry};
@@ -193,8 +194,8 @@ fn authenticate(
     let (id, secret) = parse_token(token.expose_secret())
         .ok_or_else(|| CallError::Unauthorized("the token is malformed".into()))?;
     let id = format!("tok_{id}");
-    let row = tx
-        .token(&id)?
+    // A row whose scopes, expiry or revocation were edited without the key fails here.
+    let row = checked_token(tx, keys, &id)?
         .ok_or_else(|| CallError::Unauthorized("unknown token".into()))?;
     // Constant-time: HMAC verification of the presented secret against the stored hash.
     if !keys.token.verify(secret.as_bytes(), &row.hash) {
@@ -281,7 +282,10 @@ fn handle(
             // One answer for "no such secret", "deleted" and "not an Ed25519 secret":
             // this route needs no token, so it must not tell which names exist.
             let none = || VaultError::NotFound(format!("no JWKS for {name}"));
-            let row = super::live_secret(tx, &name).map_err(|_| none())?;
+            let row = super::live_secret(tx, keys, &name).map_err(|e| match e {
+                VaultError::NotFound(_) => none(),
+                other => other,
+            })?;
             // The previous key stays published only while its rotation is in grace:
             // removing it from the JWKS is what retires it.
             let in_grace = tx.open_rotations()?.iter().any(|r| {
@@ -323,6 +327,7 @@ fn handle(
         Op::ListSecrets { include_deleted } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let secrets = tx.list_secrets(*include_deleted)?;
+            metadata::check_listed(tx, keys, secrets.iter().map(|s| s.name.as_str()))?;
             let count = secrets.len();
             Ok(Done::new(
                 Reply::Secrets(secrets),
@@ -347,10 +352,11 @@ fn handle(
                         VaultError::Usage("ask for a version or a label, not both".into()).into(),
                     )
                 }
-                (Some(v), None) => VersionSelector::Number(
-                    VersionNumber::new(*v)
-                        .ok_or_else(|| VaultError::Usage("versions count from 1".into()))?,
-                ),
+                (Some(v), None) => {
+                    VersionSelector::Number(VersionNumber::new(*v).ok_or_else(|| {
+                        VaultError::Usage(format!("a version is a number from 1 to {}", i64::MAX))
+                    })?)
+                }
                 (None, Some(label)) => VersionSelector::Label(*label),
                 (None, None) => VersionSelector::Label(Label::Current),
             };
@@ -373,7 +379,7 @@ fn handle(
                 &format!("secrets:delete:{name}"),
             )?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let (changed, version) = delete_in(tx, &name, now)?;
+            let (changed, version) = delete_in(tx, keys, &name, now)?;
             Ok(Done::new(
                 Reply::Deleted(changed),
                 version,
@@ -401,7 +407,7 @@ fn handle(
                             denied.join(", ")
                         )));
                     }
-                    current_names(tx, Some(&names))?
+                    current_names(tx, keys, Some(&names))?
                 }
                 None => {
                     let reads_any = caller
@@ -414,7 +420,7 @@ fn handle(
                             caller.id
                         )));
                     }
-                    current_names(tx, None)?
+                    current_names(tx, keys, None)?
                 }
             };
             let (readable, hidden): (Vec<SecretName>, Vec<SecretName>) = names
@@ -466,7 +472,7 @@ fn handle(
         Op::Versions { name } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
-            let (row, versions) = history_in(tx, &name)?;
+            let (row, versions) = history_in(tx, keys, &name)?;
             Ok(Done::new(Reply::Versions(row, versions), None, json!({})))
         }
         Op::Rotate {
@@ -500,7 +506,7 @@ fn handle(
                     json!({ "rotation": open, "resumes": true }),
                 ));
             }
-            let secret = tx.secret(name.as_str())?.ok_or_else(|| {
+            let secret = checked_secret(tx, keys, name.as_str())?.ok_or_else(|| {
                 VaultError::Conflict(format!("{name} has no value yet: set its first one (PUT)"))
             })?;
             // The request is a rotation row from the start: it survives a restart, a
@@ -613,8 +619,9 @@ impl Vault {
         };
         let text = SecretString::from(format!("{TOKEN_PREFIX}{id_hex}.{}", secret.as_str()));
         let details = json!({ "token": row.id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at_ms });
-        self.audited(Action::TokenCreate, None, |tx, _, _now| {
+        self.audited(Action::TokenCreate, None, |tx, keys, _now| {
             tx.insert_token(&row)?;
+            reseal_token(tx, keys, &row.id)?;
             Ok(Done::new((), None, details))
         })?;
         Ok((row, text))
@@ -622,8 +629,8 @@ impl Vault {
 
     /// Every token (never their secrets).
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, VaultError> {
-        self.audited(Action::TokenList, None, |tx, _, _now| {
-            let tokens = tx.tokens()?;
+        self.audited(Action::TokenList, None, |tx, keys, _now| {
+            let tokens = metadata::checked_tokens(tx, keys)?;
             let n = tokens.len();
             Ok(Done::new(tokens, None, json!({ "count": n })))
         })
@@ -631,13 +638,26 @@ impl Vault {
 
     /// Revokes a token. False when it was already revoked.
     pub fn revoke_token(&mut self, id: &str) -> Result<bool, VaultError> {
-        self.audited(Action::TokenRevoke, None, |tx, _, now| {
-            if tx.token(id)?.is_none() {
+        // Not a token id: refused (and audited) without repeating it, since it may be a
+        // token's secret pasted in the wrong place.
+        let is_id = id
+            .strip_prefix("tok_")
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        self.audited(Action::TokenRevoke, None, |tx, keys, now| {
+            if !is_id {
+                return Err(VaultError::Usage(
+                    "a token id is tok_ and 16 hex digits; `secret token list` shows them".into(),
+                ));
+            }
+            if checked_token(tx, keys, id)?.is_none() {
                 return Err(VaultError::NotFound(format!(
                     "no token {id}; `secret token list` shows them"
                 )));
             }
             let changed = tx.revoke_token(id, now)?;
+            if changed {
+                reseal_token(tx, keys, id)?;
+            }
             Ok(Done::new(
                 changed,
                 None,

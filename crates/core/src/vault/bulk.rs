@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use super::metadata::{check_listed, checked_secret};
 use super::{append, read_in, write_in, Keys, Vault};
 use crate::action::Action;
 use crate::audit::{Actor, Head};
@@ -37,7 +38,7 @@ impl Vault {
             let now = clock.now_ms();
             let mut existing = Vec::new();
             for (name, _) in bindings {
-                if tx.secret(name.as_str())?.is_some() {
+                if checked_secret(tx, keys, name.as_str())?.is_some() {
                     existing.push(name.as_str());
                 }
             }
@@ -92,7 +93,7 @@ impl Vault {
         let details = json!({ "selector": "current", "purpose": purpose });
         let result = self.store.write_with(Durability::Committed, |tx| {
             let now = clock.now_ms();
-            let names = current_names(tx, only)?;
+            let names = current_names(tx, keys, only)?;
             reveal_each(tx, keys, actor, now, &names, &details)
         });
         self.settle(Action::Get, result)
@@ -125,14 +126,14 @@ impl Vault {
 /// every live secret with a current value.
 pub(super) fn current_names(
     tx: &Tx<'_>,
+    keys: &Keys,
     only: Option<&[SecretName]>,
 ) -> Result<Vec<SecretName>, VaultError> {
     match only {
         Some(names) => {
             let mut missing = Vec::new();
             for name in names {
-                let live = tx
-                    .secret(name.as_str())?
+                let live = checked_secret(tx, keys, name.as_str())?
                     .is_some_and(|r| r.deleted_at_ms.is_none() && r.current_version.is_some());
                 if !live {
                     missing.push(name.as_str());
@@ -149,12 +150,15 @@ pub(super) fn current_names(
             names.dedup();
             Ok(names)
         }
-        None => Ok(tx
-            .list_secrets(false)?
-            .into_iter()
-            .filter(|m| m.current_version.is_some())
-            .map(|m| SecretName::new(&m.name))
-            .collect::<Result<_, _>>()?),
+        None => {
+            let listed = tx.list_secrets(false)?;
+            check_listed(tx, keys, listed.iter().map(|m| m.name.as_str()))?;
+            Ok(listed
+                .into_iter()
+                .filter(|m| m.current_version.is_some())
+                .map(|m| SecretName::new(&m.name))
+                .collect::<Result<_, _>>()?)
+        }
     }
 }
 

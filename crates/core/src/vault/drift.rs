@@ -58,7 +58,7 @@ impl Vault {
         let name = SecretName::new(raw_name)?;
         let keys = &self.keys;
         self.store.read(|tx| {
-            let Some(row) = tx.secret(name.as_str())? else {
+            let Some(row) = super::metadata::checked_secret(tx, keys, name.as_str())? else {
                 return Ok(None);
             };
             let mut versions = Vec::new();

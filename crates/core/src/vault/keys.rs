@@ -411,7 +411,7 @@ impl Vault {
         let wrong = || VaultError::Locked("the passphrase given is not the vault's".into());
         let key =
             VaultKey::unwrap_with_passphrase(&row.wrapped_key, passphrase).map_err(|_| wrong())?;
-        if !key.matches_check(&self.keys.vault_id, &self.keys.check)? {
+        if key.check(&self.keys.vault_id, &self.keys.check)? != crate::crypto::KeyCheck::Sealed {
             return Err(wrong());
         }
         Ok(())
@@ -471,6 +471,8 @@ impl Vault {
         let new = &new_keys;
         let (report, head) = self.store.write(|tx| {
             keys.ensure_in_force(tx)?;
+            // Metadata changed without the key must not be blessed with the new key's MACs.
+            super::metadata::check_everything(tx, keys)?;
             for secret in tx.list_secrets(true)? {
                 if let Some(id) = tx.rotation_in_progress(&secret.name)? {
                     return Err(VaultError::Conflict(format!(
@@ -548,6 +550,8 @@ impl Vault {
             }
             // Token hashes were keyed by the old key: whoever may hold it could forge one.
             let tokens_revoked = tx.revoke_all_tokens(now)?;
+            // Labels, versions, tokens and the census, MACed under the new key.
+            super::metadata::seal_everything(tx, new)?;
             // The last entry under the old key names the epoch that follows it.
             let details = json!({
                 "epoch": epoch + 1,
@@ -599,6 +603,9 @@ impl Vault {
         let keys = &self.keys;
         self.store.read(|tx| {
             let entries = verify_chain_in(tx, keys, None)?;
+            // Labels, versions, tokens and the census: a backup whose metadata was
+            // changed without the key would otherwise be restored and obeyed.
+            super::metadata::check_everything(tx, keys)?;
             let head = tx.audit_head()?.ok_or_else(|| VaultError::AuditBroken {
                 seq: 1,
                 reason: "the sealed head record is missing".into(),

@@ -1,10 +1,13 @@
 //! The dotenv target, for local development: rewrites one `.env` file atomically
-//! (temp file, fsync, rename; mode 0600), replacing the lines of the variables it
-//! manages and keeping every other line as it was; and reads the file back ([`parse`])
-//! for a drift check, which must understand a file edited by hand as well as ours.
+//! The dotenv target, for local development: rewrites one `.env` file atomically
+//! (`secret_core::private_file`: an exclusively created temporary file in the same
+//! folder, fsync, rename; mode 0600), replacing the lines of the variables it manages
+//! and keeping every other line as it was; and reads the file back ([`parse`]) for a
+//! drift check, which must understand a file edited by hand as well as ours. A symlink
+//! at `.env` is refused: neither read through nor written through.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -24,13 +27,25 @@ impl Dotenv {
         Self { path }
     }
 
-    /// The file's text (empty when it does not exist), in a buffer sized once so that
-    /// no copy of the values is left behind by a reallocation, wiped on drop.
+    /// The file's text (empty when it does not exist), read without following a
+    /// symlink at its name (a link planted there would otherwise have its target's
+    /// text copied into the `.env`), in a buffer sized once so that no copy of the
+    /// values is left behind by a reallocation, wiped on drop.
     fn read(&self) -> std::io::Result<Zeroizing<String>> {
-        let mut file = match std::fs::File::open(&self.path) {
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+        {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Zeroizing::new(String::new()))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(std::io::Error::other(
+                    "it is a symlink; a dotenv target writes a regular file, so point `path` \
+                     at the file itself",
+                ))
             }
             Err(e) => return Err(e),
         };
@@ -41,6 +56,16 @@ impl Dotenv {
     }
 
     fn rewrite(&self, vars: &Variables) -> std::io::Result<()> {
+        // The target names a file in a folder that exists: a mistyped path must fail
+        // the push, not create folders nobody asked for.
+        if let Some(folder) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !folder.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("the folder {} does not exist", folder.display()),
+                ));
+            }
+        }
         let existing = self.read()?;
         let mut out = Zeroizing::new(String::with_capacity(existing.len() + 256));
         let mut written = std::collections::BTreeSet::new();
@@ -72,20 +97,8 @@ impl Dotenv {
                 }
             }
         }
-        let tmp = self.path.with_extension("secret-tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(out.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        secret_core::private_file::write(&self.path, out.as_bytes(), true)
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -412,6 +425,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_in_a_missing_folder_fails_the_push_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-folder/.env");
+        let target = Dotenv::new(path.clone());
+        let mut vars = Variables::new();
+        vars.insert("A".into(), value("a"));
+        let err = target.deliver(&vars).await.unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(!dir.path().join("no-such-folder").exists());
+    }
+
+    #[tokio::test]
     async fn rewrites_managed_lines_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
@@ -436,5 +461,47 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[tokio::test]
+    async fn a_symlink_planted_at_the_old_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "PORT=1\n").unwrap();
+        // The name this target used to write through, with create+truncate.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".secret-tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("secret-tmp")).unwrap();
+        let mut vars = Variables::new();
+        vars.insert("JWT_SECRET".into(), value("v"));
+        Dotenv::new(path.clone()).deliver(&vars).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "PORT=1\nJWT_SECRET=\"v\"\n"
+        );
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[tokio::test]
+    async fn a_symlink_at_the_env_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "PRIVATE=key-material\n").unwrap();
+        let path = dir.path().join(".env");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let mut vars = Variables::new();
+        vars.insert("JWT_SECRET".into(), value("v"));
+        let err = Dotenv::new(path.clone()).deliver(&vars).await.unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "PRIVATE=key-material\n"
+        );
+        assert_eq!(std::fs::read_link(&path).unwrap(), victim);
     }
 }

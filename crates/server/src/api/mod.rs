@@ -15,6 +15,7 @@
 
 mod brake;
 mod error;
+pub mod fuzzing;
 mod handlers;
 #[cfg(test)]
 mod tests;
