@@ -187,6 +187,15 @@ pub struct ServeArgs {
     /// last entry of X-Forwarded-For, for the audit log and the failed-auth brake.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Open connections at most; past it, the connection idle longest is closed.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A request's headers must arrive whole within this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A connection with no request in flight is closed after this.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +394,11 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
             scheduler,
             shutdown_grace: args.shutdown_grace,
             trust_forwarded_for: args.trust_forwarded_for,
+            limits: secret_server::connections::ConnectionLimits {
+                max_connections: args.max_connections as usize,
+                header_read_timeout: args.header_timeout,
+                idle_timeout: args.idle_timeout,
+            },
         },
     };
     run_until_signal(command, policies, || ctx.open())

@@ -280,6 +280,7 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
         scheduler: Some(options),
         shutdown_grace: Duration::from_secs(20),
         trust_forwarded_for: false,
+        limits: Default::default(),
     };
     let server = tokio::spawn(secret_server::serve::serve(
         listener,

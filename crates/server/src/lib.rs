@@ -8,6 +8,7 @@
 //!         │                                                 group-committed calls)
 //!         └─► scheduler (its own thread and vault connection) ─► secret_rotation::Engine
 //!  metrics (one registry both write)     clock (tokio time for paused-clock tests)
+//!  connections (the accept loop: cap, header-read and idle timeouts)
 //! ```
 //!
 //! - [`serve`] wires the rest together and owns shutdown; [`serve::run_until_signal`]
@@ -17,6 +18,8 @@
 //! - [`service`] runs the API's vault on one thread and batches concurrent calls into
 //!   shared commits.
 //! - [`scheduler`] decides what is due and hands it to the rotation engine.
+//! - [`connections`] accepts and serves connections within a cap and timeouts, so idle
+//!   or half-sent sockets cannot exhaust the process.
 //!
 //! It depends on `secret-core` and `secret-rotation`, never on the CLI.
 
@@ -25,6 +28,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod connections;
 pub mod metrics;
 pub mod scheduler;
 pub mod serve;

@@ -5,6 +5,7 @@
 mod audit;
 mod interop;
 mod jwks;
+mod limits;
 mod rotation;
 mod serve;
 mod util;

@@ -92,6 +92,13 @@ pub enum Op {
         status: u16,
         code: &'static str,
     },
+    /// Requests the HTTP layer answered without a token (public reads, refusals before
+    /// the vault), counted over an interval and recorded as one entry, so that an
+    /// anonymous client cannot make the log grow by one entry per request. `details`
+    /// is the server's bounded summary (routes, statuses, addresses, counts).
+    Tally {
+        details: serde_json::Value,
+    },
 }
 
 /// What the vault answers.
@@ -217,7 +224,7 @@ fn action_of(op: &Op) -> (Action, Option<&str>) {
         Op::Rotations { secret, .. } => (Action::RotationsRead, secret.as_deref()),
         Op::Audit { .. } => (Action::AuditRead, None),
         Op::Jwks { name } => (Action::JwksRead, Some(name)),
-        Op::Refused { .. } => (Action::ApiRefused, None),
+        Op::Refused { .. } | Op::Tally { .. } => (Action::ApiRefused, None),
     }
 }
 
@@ -284,6 +291,7 @@ fn handle(
             None,
             json!({ "route": route, "status": status }),
         )),
+        Op::Tally { details } => Ok(Done::new(Reply::Recorded, None, details.clone())),
         Op::ListSecrets => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let secrets = tx.list_secrets(false)?;
@@ -521,7 +529,10 @@ impl Vault {
             for call in calls {
                 let at = clock.now_ms();
                 let (action, secret) = action_of(&call.op);
-                let needs_token = !matches!(call.op, Op::Jwks { .. } | Op::Refused { .. });
+                let needs_token = !matches!(
+                    call.op,
+                    Op::Jwks { .. } | Op::Refused { .. } | Op::Tally { .. }
+                );
                 let caller = if needs_token {
                     authenticate(tx, keys, call.token.as_ref(), at).map(Some)
                 } else {
@@ -570,6 +581,7 @@ impl Vault {
                         }
                         match &call.op {
                             Op::Refused { code, .. } => (*code, None),
+                            Op::Tally { .. } => ("tally", None),
                             _ => ("ok", done.version),
                         }
                     }

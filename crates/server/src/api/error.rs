@@ -28,6 +28,8 @@ pub(crate) enum ApiError {
     /// The request itself is malformed (body, query, headers).
     BadRequest(String),
     PayloadTooLarge,
+    /// The request target is longer than [`super::MAX_URI`].
+    UriTooLong,
     /// No route has this path.
     NoRoute,
     MethodNotAllowed,
@@ -69,7 +71,8 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `forbidden`, `not_found`, `conflict`,
     /// `invalid_name`, `invalid_value`, `bad_request`, `payload_too_large`,
-    /// `method_not_allowed`, `rate_limited`, `internal`, `unavailable`.
+    /// `uri_too_long`, `headers_too_large`, `method_not_allowed`, `rate_limited`,
+    /// `internal`, `unavailable`.
     #[schema(example = "not_found")]
     pub code: String,
     /// For people; never contains a secret value.
@@ -155,6 +158,15 @@ impl ApiError {
                 ),
                 None,
             ),
+            ApiError::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!(
+                    "the request URI is longer than {} KiB; names are at most 255 bytes",
+                    super::MAX_URI / 1024
+                ),
+                None,
+            ),
             ApiError::NoRoute => (
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -196,6 +208,7 @@ impl ApiError {
                     StatusCode::PAYLOAD_TOO_LARGE => {
                         ("payload_too_large", "the request body is too large")
                     }
+                    StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URI is too long"),
                     StatusCode::UNAUTHORIZED => ("unauthorized", "unauthorized"),
                     StatusCode::FORBIDDEN => ("forbidden", "forbidden"),
                     StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests"),

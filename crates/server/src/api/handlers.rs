@@ -18,10 +18,15 @@ use super::{AppState, Ctx};
 use crate::service::RotateRequest;
 use secret_core::audit::AuditFilter;
 use secret_core::error::VaultError;
+use secret_core::model::SecretName;
 use secret_core::model::SecretValue;
 use secret_core::policy::Generator;
 use secret_core::render::{entry_json, rfc3339, rotation_body, RotationBody};
-use secret_core::vault::{Op, Reply};
+use secret_core::rotation_state::RunState;
+use secret_core::vault::CallError;
+use secret_core::vault::{Op, Reply, Vault};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Rotation records a list returns unless `limit` says otherwise.
 const DEFAULT_ROTATIONS: u64 = 50;
@@ -171,7 +176,7 @@ pub(crate) struct SecretValueBody<'a> {
 /// Reads a value (the current version, or `?version=N`). Scope `secrets:read:<glob>`.
 /// The read is in the audit log before the value is sent.
 #[utoipa::path(get, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name"), ReadQuery),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1), ReadQuery),
     responses(
         (status = 200, body = SecretValueBody,
             headers(("ETag" = String, description = "The version, quoted"))),
@@ -261,7 +266,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 /// Writes a new version and makes it current. Scope `secrets:write:<glob>`.
 #[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name"),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1),
         ("If-Match" = Option<String>, Header, description = "Compare-and-set: the current version, e.g. \"3\"")),
     request_body = WriteBody,
     responses(
@@ -327,7 +332,7 @@ pub(crate) struct VersionSummary {
 
 /// A secret's versions, without values. Scope `secrets:list`.
 #[utoipa::path(get, path = "/v1/secrets/{name}/versions", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 200, body = VersionList),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -369,10 +374,13 @@ pub(crate) struct RotationQueued {
     status: &'static str,
 }
 
+const NO_SCHEDULER: &str =
+    "the scheduler is not running in this server; run `secret rotate` instead";
+
 /// Starts a rotation now. Scope `rotate:<glob>`. The secret needs a policy with a
 /// generator (not `manual`); the scheduler picks the request up.
 #[utoipa::path(post, path = "/v1/secrets/{name}/rotate", tag = "rotations", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 202, description = "Queued; GET the Location to follow it", body = RotationQueued),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -391,14 +399,11 @@ pub(crate) async fn rotate(
     let rotation_id = format!("rot_{}", secret_core::crypto::hex(&random));
     // The policy check travels with the call: the vault refuses (and audits the
     // refusal) only after authentication and scope, so an unauthenticated or unscoped
-    // caller learns nothing about the policies (401/403 before 404/409).
-    if state.serve.rotate.is_closed() {
-        return Err(ApiError::Unavailable {
-            message: "the scheduler is not running in this server; run `secret rotate` instead",
-            detail: "rotate request while serving with --no-scheduler".into(),
-        });
-    }
+    // caller learns nothing about the policies or whether the scheduler runs (401/403
+    // before 404/409/503).
+    let no_scheduler = state.serve.rotate.is_closed();
     let rotatable = match state.serve.policies.secrets.get(&name) {
+        _ if no_scheduler => Err(VaultError::Usage(NO_SCHEDULER.into())),
         None => Err(VaultError::NotFound(format!(
             "{name} has no rotation policy; add one under policies/ (or set it with PUT)"
         ))),
@@ -407,7 +412,7 @@ pub(crate) async fn rotate(
         ))),
         Some(policy) => Ok(policy.generator.name().to_string()),
     };
-    let rotation_id = match state
+    let answer = state
         .call(
             ctx,
             Op::Rotate {
@@ -416,8 +421,18 @@ pub(crate) async fn rotate(
                 rotatable,
             },
         )
-        .await?
-    {
+        .await;
+    let rotation_id = match answer {
+        // Authenticated and in scope, but nothing here would run the rotation.
+        Err(ApiError::Call(CallError::Vault(VaultError::Conflict(_)))) if no_scheduler => {
+            return Err(ApiError::Unavailable {
+                message: NO_SCHEDULER,
+                detail: "rotate request while serving with --no-scheduler".into(),
+            })
+        }
+        answer => answer?,
+    };
+    let rotation_id = match rotation_id {
         Reply::RotateAccepted { rotation_id } => rotation_id,
         other => return Err(unexpected(&other)),
     };
@@ -587,22 +602,106 @@ pub(crate) async fn audit(
 }
 
 /// Public keys of a `jwt-ed25519` secret (a JSON Web Key Set). No token needed.
+/// Not one audit entry per request: this route is public, so its reads are counted in
+/// the tally (see [`super::tally`]).
 #[utoipa::path(get, path = "/v1/jwks/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 200, description = "JSON Web Key Set", body = Object,
             example = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "...", "x": "..."}]})),
-        (status = 404, body = ErrorBody),
+        (status = 400, description = "Not a secret name", body = ErrorBody),
+        (status = 404, description = "No such secret, or it has no public keys", body = ErrorBody),
     ))]
 pub(crate) async fn jwks(
     State(state): State<AppState>,
-    ctx: Ctx,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match state.call(ctx, Op::Jwks { name }).await? {
-        Reply::Jwks(keys) => Ok(Json(keys)),
-        other => Err(unexpected(&other)),
+    let cache = state.jwks.clone();
+    let keys = state
+        .serve
+        .vault
+        .run(move |vault| public_keys(vault, &name, &cache))
+        .await??;
+    Ok(Json(keys.as_ref().clone()))
+}
+
+/// Which versions a JWKS lists: current, previous while its rotation is in grace, and
+/// pending. The keys only change when these do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Published {
+    current: Option<u64>,
+    previous: Option<u64>,
+    pending: Option<u64>,
+}
+
+/// Public keys by secret name, with the versions they were read from.
+#[derive(Debug, Default)]
+pub(crate) struct JwksCache {
+    // A std Mutex: used on the vault thread for a map lookup, never across an await.
+    by_name: std::sync::Mutex<HashMap<String, (Published, Arc<serde_json::Value>)>>,
+}
+
+/// Secrets whose keys are cached at most (only names that have keys are cached).
+const MAX_CACHED_JWKS: usize = 256;
+
+/// The JWKS of `raw`, read without an audit entry: the labels on every request (so a
+/// rotation shows at once), the keys only when the labels changed.
+fn public_keys(
+    vault: &mut Vault,
+    raw: &str,
+    cache: &JwksCache,
+) -> Result<Arc<serde_json::Value>, VaultError> {
+    let name = SecretName::new(raw)?;
+    // One answer for "no such secret", "deleted" and "not an Ed25519 secret": this
+    // route needs no token, so it must not tell which names exist.
+    let none = || VaultError::NotFound(format!("no JWKS for {name}"));
+    let row = vault
+        .secret_state(name.as_str())?
+        .filter(|row| row.deleted_at_ms.is_none())
+        .ok_or_else(none)?;
+    // The previous key stays published only while its rotation is in grace: removing
+    // it from the JWKS is what retires it.
+    let in_grace = vault.open_rotations()?.iter().any(|r| {
+        r.secret == name.as_str()
+            && r.state == RunState::Grace
+            && r.old_version == row.previous_version
+    });
+    let published = Published {
+        current: row.current_version,
+        previous: row.previous_version.filter(|_| in_grace),
+        pending: row.pending_version,
+    };
+    let mut by_name = cache.by_name.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((seen, keys)) = by_name.get(name.as_str()) {
+        if *seen == published {
+            return Ok(keys.clone());
+        }
     }
+    let mut keys = Vec::new();
+    for version in [published.current, published.previous, published.pending]
+        .into_iter()
+        .flatten()
+    {
+        match vault.version_meta(name.as_str(), version) {
+            Ok(meta) => {
+                if let Some(jwk) = meta.get("jwk") {
+                    keys.push(jwk.clone());
+                }
+            }
+            Err(VaultError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if keys.is_empty() {
+        by_name.remove(name.as_str());
+        return Err(none());
+    }
+    let keys = Arc::new(serde_json::json!({ "keys": keys }));
+    if by_name.len() >= MAX_CACHED_JWKS && !by_name.contains_key(name.as_str()) {
+        by_name.clear();
+    }
+    by_name.insert(name.to_string(), (published, keys.clone()));
+    Ok(keys)
 }
 
 /// This document.

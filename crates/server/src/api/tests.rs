@@ -167,6 +167,7 @@ async fn env() -> Env {
         rotate,
         policies: Arc::new(policies),
         trust_forwarded_for: false,
+        tally: Default::default(),
     };
     Env {
         _dir: dir,
@@ -1046,7 +1047,8 @@ async fn every_request_is_audited_with_its_token_and_request_id() {
     let revoked = get(&env, "/v1/secrets", Some(&env.revoked)).await;
     let revoked_id = revoked.header("x-request-id").to_string();
     let anonymous = get(&env, "/v1/secrets", None).await;
-    let anonymous_id = anonymous.header("x-request-id").to_string();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    flush_tally(&env.state).await.unwrap();
 
     let log = audit_log(&env).await;
     let by_request = |id: &str| {
@@ -1073,7 +1075,15 @@ async fn every_request_is_audited_with_its_token_and_request_id() {
         (revoked.outcome.as_str(), revoked.actor.clone()),
         ("unauthorized", format!("token:{}", env.revoked.id))
     );
-    assert_eq!(by_request(&anonymous_id).actor, "anonymous");
+    // A request without a token is counted, not recorded on its own.
+    let tally: Vec<&Entry> = log.iter().filter(|e| e.outcome == "tally").collect();
+    assert_eq!(tally.len(), 1);
+    assert_eq!(tally[0].actor, "anonymous");
+    let details: Value = serde_json::from_str(&tally[0].details).unwrap();
+    assert_eq!(
+        details["by"],
+        serde_json::json!([{ "route": "/v1/secrets", "status": 401, "remote": "unknown", "count": 1 }])
+    );
     for e in &log {
         assert_no_values(&env, "an audit entry", &format!("{e:?}"));
     }
@@ -1333,6 +1343,11 @@ async fn behind_a_trusted_proxy_the_brake_and_the_audit_see_the_forwarded_client
 #[tokio::test]
 async fn requests_refused_before_the_vault_are_audited_too() {
     let env = env().await;
+    // The admin token authenticates once: its refusals are then recorded by name.
+    assert_eq!(
+        get(&env, "/v1/secrets", Some(&env.admin)).await.status,
+        StatusCode::OK
+    );
     let bad_json = put(
         &env,
         "/v1/secrets/OPENAI_API_KEY",
@@ -1349,8 +1364,18 @@ async fn requests_refused_before_the_vault_are_audited_too() {
     )
     .await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Without a token (or with one never seen to authenticate): counted in the tally.
     let unknown = get(&env, "/v1/no-such-route/sk-live-looks-like-a-value", None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let unproven = put(
+        &env,
+        "/v1/secrets/OPENAI_API_KEY",
+        Some(&env.writer),
+        "{not json",
+    )
+    .await;
+    assert_eq!(unproven.status, StatusCode::BAD_REQUEST);
+    flush_tally(&env.state).await.unwrap();
     let log = audit_log(&env).await;
     let refused: Vec<(&str, &str)> = log
         .iter()
@@ -1363,8 +1388,18 @@ async fn requests_refused_before_the_vault_are_audited_too() {
         vec![
             ("bad_request", admin.as_str()),
             ("payload_too_large", admin.as_str()),
-            ("not_found", "anonymous")
+            ("tally", "anonymous")
         ]
+    );
+    let tally = log.iter().find(|e| e.outcome == "tally").unwrap();
+    let details: Value = serde_json::from_str(&tally.details).unwrap();
+    assert_eq!(details["requests"], 2);
+    assert_eq!(
+        details["by"],
+        serde_json::json!([
+            { "route": "/v1/secrets/{name}", "status": 400, "remote": "unknown", "count": 1 },
+            { "route": "unmatched", "status": 404, "remote": "unknown", "count": 1 },
+        ])
     );
     for e in log.iter().filter(|e| e.action == "api.refused") {
         assert!(
@@ -1373,4 +1408,95 @@ async fn requests_refused_before_the_vault_are_audited_too() {
             e.details
         );
     }
+}
+
+#[tokio::test]
+async fn jwks_reads_and_anonymous_refusals_cost_one_tally_entry_not_one_each() {
+    let env = env().await;
+    // Reading the log is itself recorded: count everything else.
+    async fn written(env: &Env) -> usize {
+        audit_log(env)
+            .await
+            .iter()
+            .filter(|e| e.action != "audit.read")
+            .count()
+    }
+    let before = written(&env).await;
+    for _ in 0..200 {
+        assert_eq!(
+            get(&env, "/v1/jwks/SIGNING_KEY", None).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&env, "/v1/jwks/NO_SUCH_KEY", None).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&env, "/v1/secrets", None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        written(&env).await,
+        before,
+        "nothing is written per anonymous request"
+    );
+    flush_tally(&env.state).await.unwrap();
+    assert_eq!(written(&env).await, before + 1, "one tally entry");
+    let log = audit_log(&env).await;
+    let tally = log.iter().find(|e| e.outcome == "tally").unwrap();
+    let details: Value = serde_json::from_str(&tally.details).unwrap();
+    assert_eq!(details["requests"], 600);
+    flush_tally(&env.state).await.unwrap();
+    assert_eq!(
+        written(&env).await,
+        before + 1,
+        "an empty tally writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_unauthenticated_rotate_is_401_even_without_a_scheduler() {
+    let env = env().await;
+    let mut state = env.state.clone();
+    let (closed, rx) = mpsc::channel(1);
+    drop(rx);
+    state.rotate = closed;
+    let no_scheduler = app(state);
+    for t in [None, Some(&env.lister)] {
+        let req = request(Method::POST, "/v1/secrets/JWT_SECRET/rotate", t)
+            .body(Body::empty())
+            .unwrap();
+        let answer = send(&no_scheduler, req).await;
+        let want = if t.is_none() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(answer.status, want, "{}", answer.body);
+        assert!(!answer.body.contains("scheduler"), "{}", answer.body);
+    }
+    let req = request(
+        Method::POST,
+        "/v1/secrets/JWT_SECRET/rotate",
+        Some(&env.jwt_rotator),
+    )
+    .body(Body::empty())
+    .unwrap();
+    let answer = send(&no_scheduler, req).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("scheduler"), "{}", answer.body);
+    let runs = get(&env, "/v1/rotations?secret=JWT_SECRET", Some(&env.admin))
+        .await
+        .json();
+    assert_eq!(
+        runs["rotations"],
+        serde_json::json!([]),
+        "nothing was queued"
+    );
 }
