@@ -3,6 +3,8 @@
 //! environment, and asserts on what a user sees: exit codes, output, files on disk.
 
 mod audit;
+mod crash_matrix;
+mod fault_matrix;
 mod interop;
 mod jwks;
 mod limits;
