@@ -28,6 +28,16 @@ use secret_core::vault::{Op, Reply, Vault};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// `limit` as documented: 0 to 2^63 - 1, more than [`MAX_LIMIT`] taken as that.
+fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, ApiError> {
+    match limit {
+        Some(n) if i64::try_from(n).is_err() => Err(ApiError::BadRequest(
+            "limit: at most 9223372036854775807 (and more than 10000 is taken as 10000)".into(),
+        )),
+        n => Ok(n.unwrap_or(default).min(MAX_LIMIT)),
+    }
+}
+
 /// Rotation records a list returns unless `limit` says otherwise.
 const DEFAULT_ROTATIONS: u64 = 50;
 /// Audit entries a query returns unless `limit` says otherwise.
@@ -161,6 +171,7 @@ pub(crate) async fn list_secrets(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReadQuery {
     /// A version number; the current version when absent.
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     version: Option<u64>,
 }
 
@@ -236,12 +247,31 @@ pub(crate) async fn read_secret(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WriteBody {
-    /// The new value: UTF-8, 1 byte to 64 KiB.
-    #[schema(value_type = String)]
+    /// The new value: UTF-8, 1 byte to 64 KiB (a longer one is 413).
+    #[schema(value_type = String, min_length = 1, max_length = 65536)]
     value: SecretString,
     /// Compare-and-set: the current version must be this (0: the secret must not exist).
     /// `If-Match: "N"` says the same.
+    #[serde(default, deserialize_with = "integral")]
     if_version: Option<u64>,
+}
+
+/// A JSON integer, as JSON Schema counts them: `3` and `3.0` alike.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // Below 2^53 an integral f64 is exact.
+        Some(f) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(D::Error::custom("if_version: a whole number from 0")),
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -250,29 +280,40 @@ pub(crate) struct Written {
     version: u64,
 }
 
-/// `If-Match: "3"` or `If-Match: 3`.
+/// What `If-Match` takes, exactly: one version number, quoted or not. The document
+/// states it (utoipa needs the literal there; a test keeps the two equal).
+#[cfg_attr(not(test), allow(dead_code))]
+const IF_MATCH_PATTERN: &str = r#"^[ \t]*("[0-9]{1,19}"|[0-9]{1,19})[ \t]*$"#;
+
+/// `If-Match: "3"` or `If-Match: 3` ([`IF_MATCH_PATTERN`]).
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(raw) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
     let bad = || ApiError::BadRequest("If-Match takes one version number, such as \"3\"".into());
-    let text = raw.to_str().map_err(|_| bad())?.trim();
-    let unquoted = text
+    let text = raw.to_str().map_err(|_| bad())?.trim_matches([' ', '\t']);
+    let digits = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    unquoted.parse::<u64>().map(Some).map_err(|_| bad())
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
 /// Writes a new version and makes it current. Scope `secrets:write:<glob>`.
 #[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
     params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1),
-        ("If-Match" = Option<String>, Header, description = "Compare-and-set: the current version, e.g. \"3\"")),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Compare-and-set: the current version, e.g. \"3\"",
+            pattern = r#"^[ \t]*("[0-9]{1,19}"|[0-9]{1,19})[ \t]*$"#)),
     request_body = WriteBody,
     responses(
         (status = 200, body = Written),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, description = "The current version is not if_version", body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "The secret is deleted", body = ErrorBody),
+        (status = 409, description = "The current version is not if_version (or If-Match), or a rotation is running", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
 pub(crate) async fn write_secret(
@@ -283,10 +324,12 @@ pub(crate) async fn write_secret(
     JsonBody(body): JsonBody<WriteBody>,
 ) -> Result<Json<Written>, ApiError> {
     let if_version = match (if_match(&headers)?, body.if_version) {
+        // The current version cannot be both: at least one precondition fails.
         (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::BadRequest(format!(
-                "If-Match ({a}) and if_version ({b}) disagree; send one of them"
-            )))
+            return Err(VaultError::Conflict(format!(
+                "If-Match ({a}) and if_version ({b}) disagree: the current version cannot be both; send one of them"
+            ))
+            .into())
         }
         (a, b) => a.or(b),
     };
@@ -335,6 +378,7 @@ pub(crate) struct VersionSummary {
     params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 200, body = VersionList),
+        (status = 400, description = "Not a secret name", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
@@ -383,6 +427,7 @@ const NO_SCHEDULER: &str =
     params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 202, description = "Queued; GET the Location to follow it", body = RotationQueued),
+        (status = 400, description = "Not a secret name", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No policy for this secret", body = ErrorBody),
         (status = 409, description = "A manual secret, or a rotation is already running", body = ErrorBody),
@@ -457,8 +502,10 @@ pub(crate) async fn rotate(
 #[into_params(parameter_in = Query)]
 pub(crate) struct RotationsQuery {
     /// Only this secret's rotations.
+    #[param(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)]
     secret: Option<String>,
-    /// At most this many, newest first (default 50).
+    /// At most this many, newest first (default 50; more than 10,000 is 10,000).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     limit: Option<u64>,
 }
 
@@ -481,7 +528,7 @@ pub(crate) async fn rotations(
     ctx: Ctx,
     QueryArgs(query): QueryArgs<RotationsQuery>,
 ) -> Result<Json<RotationList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_ROTATIONS).min(MAX_LIMIT);
+    let limit = limit_of(query.limit, DEFAULT_ROTATIONS)?;
     match state
         .call(
             ctx,
@@ -546,9 +593,14 @@ pub(crate) struct AuditQuery {
     action: Option<String>,
     /// Only entries by this actor (`token:tok_...`, `user:NAME`, `scheduler`).
     actor: Option<String>,
-    /// A date (`2026-11-01`), an RFC 3339 time, or an age (`7d`, `12h`).
+    /// A date (`2026-11-01`), a UTC time (`2026-11-01T12:00:00Z`), or an age (`7d`,
+    /// `12h`; units s, m, h, d, w).
+    #[param(
+        pattern = r"^([0-9]{1,9}[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z)?)$"
+    )]
     since: Option<String>,
-    /// At most this many, newest first (default 100).
+    /// At most this many, newest first (default 100; more than 10,000 is 10,000).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     limit: Option<u64>,
 }
 
@@ -559,9 +611,85 @@ pub(crate) struct AuditList {
     entries: Vec<serde_json::Value>,
 }
 
-/// `since`: a date, an RFC 3339 time, or an age such as `7d`; in unix milliseconds.
+/// The grammar of `since` that the API documents and accepts, exactly: an age (`7d`:
+/// 1 to 9 digits and one of s, m, h, d, w), a date (`2026-11-01`, midnight UTC), or a
+/// UTC time (`2026-11-01T12:00:00Z`, optional fraction). Fields past their range roll
+/// over (`2026-02-30` is 2 March), as `timegm` does: every string this pattern matches
+/// is a point in time. The document states it (a test keeps the two equal).
+#[cfg_attr(not(test), allow(dead_code))]
+const SINCE_PATTERN: &str = r"^([0-9]{1,9}[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z)?)$";
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`),
+/// with the month and day allowed past their range (they roll over).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let months = year * 12 + (month - 1);
+    let (y, m) = (months.div_euclid(12), months.rem_euclid(12) + 1);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468 + (day - 1)
+}
+
+/// `since` ([`SINCE_PATTERN`]) in unix milliseconds, or `None` if it does not match.
+fn since_ms(text: &str, now_ms: i64) -> Option<i64> {
+    let b = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit)).then(|| {
+            digits
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    if let Some((&unit, digits)) = b.split_last() {
+        if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+            let unit_ms: i64 = match unit {
+                b's' => 1_000,
+                b'm' => 60_000,
+                b'h' => 3_600_000,
+                b'd' => 86_400_000,
+                b'w' => 604_800_000,
+                _ => return None,
+            };
+            let n = number(0..digits.len())?;
+            return Some(now_ms.saturating_sub(n.saturating_mul(unit_ms)));
+        }
+    }
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let day = days_from_civil(number(0..4)?, number(5..7)?, number(8..10)?);
+    let mut ms = day * 86_400_000;
+    if b.len() == 10 {
+        return Some(ms);
+    }
+    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    ms += ((number(11..13)? * 60 + number(14..16)?) * 60 + number(17..19)?) * 1_000;
+    let fraction = &b[19..b.len() - 1];
+    if !fraction.is_empty() {
+        if fraction[0] != b'.' || !(2..=10).contains(&fraction.len()) {
+            return None;
+        }
+        let digits = number(20..b.len() - 1)?;
+        // Milliseconds: the first three digits of the fraction.
+        let places = u32::try_from(fraction.len() - 1).ok()?;
+        ms += if places >= 3 {
+            digits / 10_i64.pow(places - 3)
+        } else {
+            digits * 10_i64.pow(3 - places)
+        };
+    }
+    Some(ms)
+}
+
+/// `since` in unix milliseconds, or 400 saying what it takes.
 pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
-    secret_core::audit::parse_since(text, now_ms).ok_or_else(|| {
+    since_ms(text, now_ms).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "since: expected {}",
             secret_core::audit::SINCE_FORMS
@@ -591,7 +719,7 @@ pub(crate) async fn audit(
         action: query.action,
         actor: query.actor,
         since_ms,
-        limit: Some(query.limit.unwrap_or(DEFAULT_AUDIT).min(MAX_LIMIT)),
+        limit: Some(limit_of(query.limit, DEFAULT_AUDIT)?),
     };
     match state.call(ctx, Op::Audit { filter }).await? {
         Reply::Audit(entries) => Ok(Json(AuditList {
@@ -732,6 +860,111 @@ mod tests {
     }
 
     #[test]
+    fn since_takes_exactly_its_documented_grammar() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_since("12h", now).unwrap(), now - 12 * 3_600_000);
+        assert_eq!(parse_since("3w", now).unwrap(), now - 3 * 604_800_000);
+        assert_eq!(parse_since("1970-01-01", now).unwrap(), 0);
+        assert_eq!(parse_since("2000-03-01", now).unwrap(), 951_868_800_000);
+        assert_eq!(
+            parse_since("2026-11-01T12:00:00.5Z", now).unwrap(),
+            1_793_534_400_500
+        );
+        assert_eq!(
+            parse_since("2026-11-01T12:00:00.123456789Z", now).unwrap(),
+            1_793_534_400_123
+        );
+        // Out-of-range fields roll over: 30 February is 2 March (2026 is no leap year).
+        assert_eq!(
+            parse_since("2026-02-30", now).unwrap(),
+            parse_since("2026-03-02", now).unwrap()
+        );
+        assert_eq!(
+            parse_since("2026-13-01", now).unwrap(),
+            parse_since("2027-01-01", now).unwrap()
+        );
+        assert!(
+            parse_since("0000-00-00", now).is_ok(),
+            "every match is a time"
+        );
+        assert_eq!(
+            parse_since("999999999w", now).unwrap(),
+            now - 999_999_999 * 604_800_000
+        );
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7 d",
+            "7days",
+            "1h30m",
+            "1234567890s",
+            "2026-11-1",
+            "2026-11-01T12:00:00",
+            "2026-11-01T12:00Z",
+            "2026-11-01T12:00:00.Z",
+            "2026-11-01T12:00:00+01:00",
+            "2026-11-01 12:00:00Z",
+            "+7d",
+            "-7d",
+            "٣d",
+        ] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_document_states_the_grammars_the_handlers_enforce() {
+        let doc = serde_json::to_value(super::super::openapi()).unwrap();
+        let params = |path: &str, method: &str| {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .clone()
+        };
+        let pattern_of = |params: &[serde_json::Value], name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}"))["schema"]["pattern"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            pattern_of(&params("/v1/audit", "get"), "since"),
+            SINCE_PATTERN
+        );
+        assert_eq!(
+            pattern_of(&params("/v1/secrets/{name}", "put"), "If-Match"),
+            IF_MATCH_PATTERN
+        );
+        for (path, method) in [
+            ("/v1/secrets/{name}", "get"),
+            ("/v1/secrets/{name}", "put"),
+            ("/v1/secrets/{name}/versions", "get"),
+            ("/v1/secrets/{name}/rotate", "post"),
+            ("/v1/jwks/{name}", "get"),
+        ] {
+            let p = params(path, method);
+            let name = p.iter().find(|p| p["name"] == "name").unwrap();
+            assert_eq!(
+                name["schema"]["pattern"], "^[A-Za-z_][A-Za-z0-9_]*$",
+                "{method} {path}"
+            );
+            assert_eq!(name["schema"]["maxLength"], 255, "{method} {path}");
+            let answers = doc["paths"][path][method]["responses"].as_object().unwrap();
+            assert!(
+                answers.contains_key("400"),
+                "{method} {path} answers 400 to a bad name"
+            );
+        }
+        let body = &doc["components"]["schemas"]["WriteBody"];
+        assert_eq!(body["properties"]["value"]["minLength"], 1);
+        assert_eq!(body["additionalProperties"], false, "{body}");
+    }
+
+    #[test]
     fn if_match_takes_quoted_or_bare_versions() {
         let mut h = HeaderMap::new();
         assert_eq!(if_match(&h).unwrap(), None);
@@ -739,7 +972,20 @@ mod tests {
         assert_eq!(if_match(&h).unwrap(), Some(3));
         h.insert(IF_MATCH, HeaderValue::from_static("4"));
         assert_eq!(if_match(&h).unwrap(), Some(4));
-        h.insert(IF_MATCH, HeaderValue::from_static("*"));
-        assert!(if_match(&h).is_err());
+        h.insert(IF_MATCH, HeaderValue::from_static(" \"5\"\t"));
+        assert_eq!(if_match(&h).unwrap(), Some(5));
+        for bad in [
+            "*",
+            "null",
+            "+5",
+            "\"5",
+            "5\"",
+            "",
+            "12345678901234567890",
+            "W/\"5\"",
+        ] {
+            h.insert(IF_MATCH, HeaderValue::from_str(bad).unwrap());
+            assert!(if_match(&h).is_err(), "{bad:?}");
+        }
     }
 }

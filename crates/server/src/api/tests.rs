@@ -572,9 +572,10 @@ async fn writes_make_versions_and_honour_compare_and_set() {
             .unwrap(),
     )
     .await;
+    // The current version cannot be both: a failed precondition, like any CAS miss.
     assert_eq!(
         (disagree.status, disagree.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
+        (StatusCode::CONFLICT, "conflict")
     );
     let new_only = put(
         &env,
