@@ -56,8 +56,14 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# `st` is schemathesis's command; where pip put no script on PATH, run it from Python.
+if command -v st >/dev/null 2>&1; then
+  st=(st)
+else
+  st=(python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "st"; schemathesis()')
+fi
 set +e
-st --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/v1/openapi.json" \
+"${st[@]}" --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/v1/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $token" \
   --max-examples "$examples" \

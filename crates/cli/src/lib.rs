@@ -196,6 +196,9 @@ pub struct ServeArgs {
     /// A connection with no request in flight is closed after this.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: std::time::Duration,
+    /// A request, body included, must be answered within this (else 408).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -398,6 +401,7 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
                 max_connections: args.max_connections as usize,
                 header_read_timeout: args.header_timeout,
                 idle_timeout: args.idle_timeout,
+                request_timeout: args.request_timeout,
             },
         },
     };

@@ -12,6 +12,10 @@
 //! - **An idle timeout.** A connection with no request in flight for
 //!   [`ConnectionLimits::idle_timeout`] is closed: a fresh socket that sends nothing, a
 //!   keep-alive connection left open, and one that sent part of a head alike.
+//! - **A request timeout.** A request, its body included, is answered within
+//!   [`ConnectionLimits::request_timeout`] or gets 408 and the connection closes, so a
+//!   body trickled a byte at a time cannot keep a connection busy (and safe from
+//!   eviction) for long.
 //! - **HTTP/1.1 only**: one request at a time per connection, which is what the cap and
 //!   the idle tracking count.
 //!
@@ -47,6 +51,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight this long is closed.
     pub idle_timeout: Duration,
+    /// A request (its body included) must be answered within this, or it gets 408 and
+    /// the connection closes: a body sent a byte at a time cannot hold a connection.
+    pub request_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -55,6 +62,7 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -303,9 +311,13 @@ async fn serve_one(
             id,
         };
         let mut app = app.clone();
+        let request_timeout = limits.request_timeout;
         async move {
             let _guard = guard;
-            app.call(request).await
+            match tokio::time::timeout(request_timeout, app.call(request)).await {
+                Ok(answer) => answer,
+                Err(_) => Ok(request_timed_out(request_timeout)),
+            }
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -343,6 +355,27 @@ async fn serve_one(
         }
     }
     connections.remove(id);
+}
+
+/// 408 in the API's JSON error shape, closing the connection.
+fn request_timed_out(after: Duration) -> axum::response::Response {
+    let body = serde_json::json!({ "error": {
+        "code": "request_timeout",
+        "message": format!("the request was not complete within {} s", after.as_secs()),
+    }})
+    .to_string();
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = axum::http::StatusCode::REQUEST_TIMEOUT;
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Wraps a connection's socket so that hyper's own answers to unparseable requests

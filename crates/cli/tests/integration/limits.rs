@@ -190,6 +190,32 @@ fn half_sent_headers_and_idle_sockets_are_closed_and_the_cap_keeps_health_answer
 }
 
 #[test]
+fn a_body_sent_too_slowly_gets_408_and_the_connection_closes() {
+    let env = TestEnv::init();
+    let writer = token(&env, &["secrets:write:*"]);
+    let served = Served::start(&env, &["--request-timeout", "1s"]);
+    let mut slow = TcpStream::connect(&served.addr).unwrap();
+    // The head promises 100 bytes of body; 10 arrive, then nothing.
+    slow.write_all(
+        format!(
+            "PUT /v1/secrets/SLOW HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {writer}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"value\":"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"request_timeout\""), "{text}");
+    assert_eq!(env.run(&["get", "SLOW"]).code, 3, "nothing was written");
+    assert_eq!(served.stop(), Some(0));
+}
+
+#[test]
 fn uris_too_long_get_414_with_the_json_error_shape() {
     let env = TestEnv::init();
     let served = Served::start(&env, &[]);

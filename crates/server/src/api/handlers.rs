@@ -91,14 +91,31 @@ pub(crate) async fn healthz() -> Json<StatusBody> {
         (status = 503, description = "The vault cannot take writes", body = ErrorBody),
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, ApiError> {
+    // A success is reused for a second: this route is public, and each check takes the
+    // vault's write lock, so a flood of probes must not take the vault thread's time.
+    let fresh = state
+        .ready_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|at| at.elapsed() < READY_FOR);
+    if fresh {
+        return Ok(Json(StatusBody { status: "ready" }));
+    }
     match state.serve.vault.run(|v| v.check_writable()).await {
-        Ok(Ok(())) => Ok(Json(StatusBody { status: "ready" })),
+        Ok(Ok(())) => {
+            *state.ready_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now());
+            Ok(Json(StatusBody { status: "ready" }))
+        }
         Ok(Err(e)) | Err(e) => Err(ApiError::Unavailable {
             message: "the vault is not ready: its store does not take writes",
             detail: e.to_string(),
         }),
     }
 }
+
+/// How long a successful readiness check is reused.
+const READY_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Prometheus metrics (text exposition format). Names start with `secret_`.
 #[utoipa::path(get, path = "/metrics", tag = "health",

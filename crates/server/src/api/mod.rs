@@ -69,6 +69,7 @@ pub fn app(state: ServeState) -> Router {
         brake: Arc::new(Brake::default()),
         proven: Arc::new(tally::Proven::default()),
         jwks: Arc::new(handlers::JwksCache::default()),
+        ready_at: Arc::new(std::sync::Mutex::new(None)),
         openapi: Arc::new(openapi),
     };
     Router::new()
@@ -160,6 +161,8 @@ struct AppState {
     proven: Arc<tally::Proven>,
     /// Public keys by secret, re-read only when the secret's labels change.
     jwks: Arc<handlers::JwksCache>,
+    /// When `/readyz` last found the vault writable.
+    ready_at: Arc<std::sync::Mutex<Option<Instant>>>,
     /// The OpenAPI document, encoded once.
     openapi: Arc<String>,
 }
