@@ -5,11 +5,12 @@
 # schema-invalid one accepted, a body that does not match its schema, an authenticated
 # route answering without a token) fails this script.
 #
-#   bash scripts/api-conformance.sh [SECRET_BINARY] [MAX_EXAMPLES]
+#   bash scripts/api-conformance.sh [SECRET_BINARY] [MAX_EXAMPLES]     (ST_SEED=N: random cases)
 #
 # Needs `st` (pip install schemathesis). Everything runs on 127.0.0.1 in a temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$(pwd)"
 bin="${1:-target/debug/secret}"
 examples="${2:-20}"
 [ -x "$bin" ] || cargo build --quiet -p secret
@@ -62,14 +63,19 @@ if command -v st >/dev/null 2>&1; then
 else
   st=(python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "st"; schemathesis()')
 fi
+# Deterministic by default (the same cases every run); ST_SEED=N explores with a seed.
+mode=(--generation-deterministic)
+[ -n "${ST_SEED:-}" ] && mode=(--seed "$ST_SEED")
 set +e
-"${st[@]}" --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/v1/openapi.json" \
+# From the temp dir: schemathesis keeps a cache in its working directory.
+cd "$work"
+"${st[@]}" --config-file "$repo/scripts/schemathesis.toml" run "http://127.0.0.1:$port/v1/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $token" \
   --max-examples "$examples" \
   --workers 1 \
   --phases examples,coverage,fuzzing,stateful \
-  --generation-deterministic \
+  "${mode[@]}" \
   --suppress-health-check all \
   --no-color
 status=$?
