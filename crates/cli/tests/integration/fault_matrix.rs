@@ -52,6 +52,11 @@ pub fn http_faults() -> Vec<(&'static str, Fault)> {
         ("502", Fault::status(502)),
         // No answer within the client's timeout (and nothing done).
         ("timeout", Fault::Hang),
+        // The answer comes after the client's timeout (400 ms), and the service acted.
+        (
+            "slow answer, acted",
+            Fault::Delay(Duration::from_millis(900)),
+        ),
         ("refused connection", Fault::Refuse),
         ("malformed JSON", Fault::MalformedJson),
         ("lost response after acting", Fault::LoseResponse),
