@@ -283,6 +283,18 @@ pub struct ServeArgs {
     /// them off. Run by the scheduler that holds the lease.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub drift_every: std::time::Duration,
+    /// Open connections at most; past it, the connection idle longest is closed.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A request's headers must arrive whole within this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A connection with no request in flight is closed after this.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// A request, body included, must be answered within this (else 408).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,6 +536,12 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
                 passphrase: ctx.env.passphrase.clone(),
                 scrypt_log_n: ctx.env.scrypt_log_n,
             }),
+            limits: secret_server::connections::ConnectionLimits {
+                max_connections: args.max_connections as usize,
+                header_read_timeout: args.header_timeout,
+                idle_timeout: args.idle_timeout,
+                request_timeout: args.request_timeout,
+            },
         },
     };
     run_until_signal(command, policies, || ctx.open())

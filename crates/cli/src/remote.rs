@@ -410,6 +410,9 @@ impl Client {
                  older `secret`"
             )),
             404 => VaultError::NotFound(message),
+            // A manual secret: the request was fine, the policy refuses it; `secret
+            // rotate` says so with exit 2 on a local vault too.
+            409 if code == "not_rotatable" => VaultError::Usage(message),
             409 => VaultError::Conflict(message),
             400 | 413 | 422 => VaultError::Usage(message),
             429 => VaultError::Io(format!("the server at {at} refuses for now: {message}")),

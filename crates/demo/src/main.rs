@@ -276,6 +276,7 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
         shutdown_grace: Duration::from_secs(20),
         trust_forwarded_for: false,
         backup: None,
+        limits: Default::default(),
     };
     let server = tokio::spawn(secret_server::serve::serve(
         listener,

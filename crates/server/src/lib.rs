@@ -11,6 +11,7 @@
 //!         └─► backup (scheduled backups: a blocking thread, its own vault connection)
 //!  metrics (one registry both write)     clock (tokio time for paused-clock tests)
 //!  passes (what the scheduler's passes did with rotations the API asked for)
+//!  connections (the accept loop: cap, header-read and idle timeouts)
 //! ```
 //!
 //! - [`serve`] wires the rest together and owns shutdown; [`serve::run_until_signal`]
@@ -22,6 +23,8 @@
 //! - [`scheduler`] decides what is due and hands it to the rotation engine; while it
 //!   holds the lease it also checks drift every `drift_every` (`secret_drift`).
 //! - [`backup`] writes an age-encrypted snapshot every period and keeps the newest N.
+//! - [`connections`] accepts and serves connections within a cap and timeouts, so idle
+//!   or half-sent sockets cannot exhaust the process.
 //!
 //! It depends on `secret-core` and `secret-rotation`, never on the CLI.
 
@@ -31,6 +34,7 @@
 pub mod api;
 pub mod backup;
 pub mod clock;
+pub mod connections;
 pub mod metrics;
 pub mod passes;
 pub mod scheduler;

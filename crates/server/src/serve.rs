@@ -8,7 +8,6 @@
 //! takes longer than the grace period, the process exits anyway: every step is
 //! persisted, so the next start resumes what was interrupted).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::backup::{self, BackupOptions};
+use crate::connections::{self, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::service::{ServeState, VaultService};
@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub trust_forwarded_for: bool,
     /// `None`: no scheduled backups.
     pub backup: Option<BackupOptions>,
+    /// The connection cap and timeouts.
+    pub limits: ConnectionLimits,
 }
 
 /// Serves on `listener` until `shutdown` turns true.
@@ -49,6 +51,7 @@ pub async fn serve(
         shutdown_grace,
         trust_forwarded_for,
         backup: backup_options,
+        limits,
     } = options;
     let policies = Arc::new(policies);
     let metrics = Arc::new(Metrics::new());
@@ -135,22 +138,30 @@ pub async fn serve(
         rotate: rotate_tx,
         policies,
         trust_forwarded_for,
+        tally: Default::default(),
     };
-    let app = crate::api::app(state);
-    let mut stop = shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
+    let app = crate::api::app(state.clone());
+    // Anonymous requests are recorded as one tally entry per interval.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::api::tally::FLUSH_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = crate::api::flush_tally(&state).await {
+                    eprintln!("error: api: cannot record the tally of anonymous requests: {e}");
+                }
             }
-        }
-    })
-    .await
-    .map_err(|e| VaultError::Io(format!("the server failed: {e}")))?;
+        })
+    };
+    // Raised here as well as by `run_until_signal`: idempotent, and tests call `serve`.
+    let fd_limit = connections::raise_fd_limit();
+    connections::run(listener, app, limits, fd_limit, shutdown.clone()).await;
+    flusher.abort();
+    if let Err(e) = crate::api::flush_tally(&state).await {
+        eprintln!("error: api: cannot record the tally of anonymous requests: {e}");
+    }
     if let Some(thread) = scheduler_thread {
         let deadline = std::time::Instant::now() + shutdown_grace;
         while !thread.is_finished() && std::time::Instant::now() < deadline {
@@ -286,15 +297,23 @@ async fn wait_for_vault(
             }
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = found_rx.changed() => {}
-                _ = shutdown.changed() => {}
-            }
-        })
-        .await
-        .map_err(|e| VaultError::Io(format!("the server failed: {e}")))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = found_rx.changed() => {}
+            _ = shutdown.changed() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let limits = ConnectionLimits::default();
+    connections::run(
+        listener,
+        app,
+        limits,
+        connections::raise_fd_limit(),
+        stop_rx,
+    )
+    .await;
     poll.abort();
     Ok(path.exists())
 }

@@ -130,6 +130,8 @@ pub struct ServeState {
     pub trust_forwarded_for: bool,
     /// The vault's clock, for what the API reads the time for (`?since=7d`).
     pub clock: secret_core::clock::Clock,
+    /// Requests answered without a valid token, counted until the next flush.
+    pub tally: Arc<crate::api::tally::Tally>,
 }
 
 /// A rotation the API accepted, for the scheduler to start now.

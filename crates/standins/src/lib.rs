@@ -96,6 +96,12 @@ pub enum Fault {
     /// Cloudflare's "Access denied" HTML page with status 403 (what throttled callers of
     /// Railway have been seen to receive instead of JSON).
     Html403,
+    /// Cut the connection without acting and without answering: what a refused or reset
+    /// connection looks like to the client (a transport error, nothing done).
+    Refuse,
+    /// Answer 200 with a JSON content type and a body that is not JSON (a truncated
+    /// document), without acting.
+    MalformedJson,
 }
 
 impl Fault {
@@ -664,6 +670,16 @@ pub(crate) async fn plan(
             ))
         }
         Some(Fault::Html403) => Plan::Respond(cloudflare_403(host)),
+        Some(Fault::Refuse) => {
+            incoming.lose_connection();
+            Plan::Respond(text_response(503, "text/plain", &[], "connection refused"))
+        }
+        Some(Fault::MalformedJson) => Plan::Respond(text_response(
+            200,
+            "application/json",
+            &[],
+            "{\"data\": {\"truncated",
+        )),
     }
 }
 

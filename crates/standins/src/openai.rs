@@ -1178,6 +1178,41 @@ mod tests {
             .await
             .unwrap()
             .contains("api.openai.com used Cloudflare"));
+
+        // A refused connection: no answer, and nothing done.
+        let accounts = oa.service_accounts(PROJECT).len();
+        oa.faults().inject("create_service_account", Fault::Refuse);
+        let result = reqwest::Client::new()
+            .post(accounts_url(&oa, PROJECT))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": "refused" }))
+            .send()
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(
+            oa.service_accounts(PROJECT).len(),
+            accounts,
+            "nothing was created"
+        );
+
+        // Malformed JSON: 200 with a JSON content type, a body that does not parse, and
+        // nothing done.
+        oa.faults()
+            .inject("create_service_account", Fault::MalformedJson);
+        let response = reqwest::Client::new()
+            .post(accounts_url(&oa, PROJECT))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": "malformed" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(response.json::<Json>().await.is_err());
+        assert_eq!(
+            oa.service_accounts(PROJECT).len(),
+            accounts,
+            "nothing was created"
+        );
     }
 
     #[tokio::test]

@@ -5,13 +5,16 @@
 mod argv;
 mod audit;
 mod backup;
+mod crash_matrix;
 mod daily;
 mod drift;
+mod fault_matrix;
 mod integrity;
 mod interop;
 mod jwks;
 mod keys;
 mod leaks;
+mod limits;
 mod remote;
 mod rotation;
 mod serve;

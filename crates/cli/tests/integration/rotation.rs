@@ -41,6 +41,11 @@ impl World {
     /// Stand-ins, a vault holding the credentials and a current value for each of the
     /// three secrets (as a team would import them), and policies pointing at the stand-ins.
     pub fn new(grace: &str) -> Self {
+        Self::with_deploy_timeout(grace, "20s")
+    }
+
+    /// As [`World::new`], with the Railway target's `deploy_timeout`.
+    pub fn with_deploy_timeout(grace: &str, deploy_timeout: &str) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -102,7 +107,7 @@ token_kind = "project"
 redeploy = true
 health_url = "{health}"
 endpoint = "{endpoint}"
-deploy_timeout = "20s"
+deploy_timeout = "{deploy_timeout}"
 
 [secrets.JWT_SECRET]
 generator = "jwt-hmac"

@@ -115,6 +115,13 @@ pub enum Op {
         status: u16,
         code: &'static str,
     },
+    /// Requests the HTTP layer answered without a token (public reads, refusals before
+    /// the vault), counted over an interval and recorded as one entry, so that an
+    /// anonymous client cannot make the log grow by one entry per request. `details`
+    /// is the server's bounded summary (routes, statuses, addresses, counts).
+    Tally {
+        details: serde_json::Value,
+    },
 }
 
 /// What the vault answers.
@@ -252,7 +259,7 @@ fn action_of(op: &Op) -> (Action, Option<&str>) {
         Op::Rotations { secret, .. } => (Action::RotationsRead, secret.as_deref()),
         Op::Audit { .. } => (Action::AuditRead, None),
         Op::Jwks { name } => (Action::JwksRead, Some(name)),
-        Op::Refused { .. } => (Action::ApiRefused, None),
+        Op::Refused { .. } | Op::Tally { .. } => (Action::ApiRefused, None),
     }
 }
 
@@ -324,6 +331,7 @@ fn handle(
             None,
             json!({ "route": route, "status": status }),
         )),
+        Op::Tally { details } => Ok(Done::new(Reply::Recorded, None, details.clone())),
         Op::ListSecrets { include_deleted } => {
             require(caller_ref()?, Need::List, "secrets:list")?;
             let secrets = tx.list_secrets(*include_deleted)?;
@@ -347,10 +355,11 @@ fn handle(
             )?;
             let name = SecretName::new(name).map_err(VaultError::from)?;
             let selector = match (version, label) {
-                (Some(_), Some(_)) => {
-                    return Err(
-                        VaultError::Usage("ask for a version or a label, not both".into()).into(),
-                    )
+                // Both: the version, which must carry the label (checked below).
+                (Some(v), Some(_)) => {
+                    VersionSelector::Number(VersionNumber::new(*v).ok_or_else(|| {
+                        VaultError::Usage(format!("a version is a number from 1 to {}", i64::MAX))
+                    })?)
                 }
                 (Some(v), None) => {
                     VersionSelector::Number(VersionNumber::new(*v).ok_or_else(|| {
@@ -360,6 +369,22 @@ fn handle(
                 (None, Some(label)) => VersionSelector::Label(*label),
                 (None, None) => VersionSelector::Label(Label::Current),
             };
+            if let (Some(v), Some(label)) = (version, label) {
+                let row = checked_secret(tx, keys, name.as_str())?
+                    .ok_or_else(|| super::not_found(&name))?;
+                let labelled = match label {
+                    Label::Current => row.current_version,
+                    Label::Previous => row.previous_version,
+                    Label::Pending => row.pending_version,
+                };
+                if labelled != Some(*v) {
+                    return Err(VaultError::NotFound(format!(
+                        "version {v} of {name} is not its {} version",
+                        label.as_str()
+                    ))
+                    .into());
+                }
+            }
             let revealed = read_in(tx, keys, &name, selector)?;
             let v = revealed.version.get();
             let selector_text = match selector {
@@ -677,7 +702,10 @@ impl Vault {
             for call in calls {
                 let at = clock.now_ms();
                 let (action, secret) = action_of(&call.op);
-                let needs_token = !matches!(call.op, Op::Jwks { .. } | Op::Refused { .. });
+                let needs_token = !matches!(
+                    call.op,
+                    Op::Jwks { .. } | Op::Refused { .. } | Op::Tally { .. }
+                );
                 let caller = if needs_token {
                     authenticate(tx, keys, call.token.as_ref(), at).map(Some)
                 } else {
@@ -725,6 +753,7 @@ impl Vault {
                         }
                         match &call.op {
                             Op::Refused { code, .. } => (*code, None),
+                            Op::Tally { .. } => ("tally", None),
                             _ => ("ok", done.version),
                         }
                     }

@@ -7,6 +7,13 @@
 //! vault-thread time from everyone else. Braked requests are not audited: recording
 //! them would be exactly the load the brake exists to shed.
 //!
+//! A client with many addresses (an IPv6 prefix, a botnet, a header a trusted proxy
+//! passes on) is bounded too: after [`GLOBAL_MAX_FAILURES`] failures from all addresses
+//! together within a window, only tokens that authenticated recently (see
+//! `tally::Proven`) reach the vault until the window ends; the rest get 429. So the
+//! vault records at most `GLOBAL_MAX_FAILURES` failed authentications per window
+//! (plus those in flight when the limit is reached), whoever sends them.
+//!
 //! The time is passed in, so tests step it without sleeping. The map is bounded: when
 //! it is full, expired windows go first, then the oldest one.
 
@@ -18,8 +25,18 @@ use std::time::{Duration, Instant};
 pub(crate) const MAX_FAILURES: u32 = 10;
 /// The window, counted from an address's first failure.
 pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+/// Failed authentications allowed per window from all addresses together.
+pub(crate) const GLOBAL_MAX_FAILURES: u32 = 100;
 /// Addresses tracked at most.
 const MAX_TRACKED: usize = 10_000;
+
+/// Seconds left in `w`'s window, rounded up (a client that waits as told is not braked
+/// once more).
+fn wait(w: &Window, now: Instant) -> u64 {
+    let left = WINDOW.saturating_sub(now.saturating_duration_since(w.start));
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    secs.max(1)
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -38,24 +55,45 @@ impl Window {
 pub(crate) struct Brake {
     // A std Mutex, not tokio's: it is held for a map lookup and never across an await.
     windows: Mutex<HashMap<String, Window>>,
+    /// Failures from every address together.
+    global: Mutex<Option<Window>>,
 }
 
 impl Brake {
-    /// `Some(seconds to wait)` when `remote` is braked at `now`.
-    pub(crate) fn blocked(&self, remote: &str, now: Instant) -> Option<u64> {
+    /// `Some(seconds to wait)` when `remote` is braked at `now`. `proven`: the request
+    /// carries a token that authenticated recently (it passes the global brake).
+    pub(crate) fn blocked(&self, remote: &str, now: Instant, proven: bool) -> Option<u64> {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let w = windows.get(remote)?;
-        if w.failures < MAX_FAILURES || !w.live(now) {
+        if let Some(w) = windows.get(remote) {
+            if w.failures >= MAX_FAILURES && w.live(now) {
+                return Some(wait(w, now));
+            }
+        }
+        drop(windows);
+        if proven {
             return None;
         }
-        let left = WINDOW.saturating_sub(now.saturating_duration_since(w.start));
-        // Round up, so a client that waits as told is not braked once more.
-        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        Some(secs.max(1))
+        let global = self.global.lock().unwrap_or_else(|e| e.into_inner());
+        global
+            .as_ref()
+            .filter(|w| w.failures >= GLOBAL_MAX_FAILURES && w.live(now))
+            .map(|w| wait(w, now))
     }
 
     /// Records a failed authentication from `remote` at `now`.
     pub(crate) fn failed(&self, remote: &str, now: Instant) {
+        {
+            let mut global = self.global.lock().unwrap_or_else(|e| e.into_inner());
+            match global.as_mut() {
+                Some(w) if w.live(now) => w.failures = w.failures.saturating_add(1),
+                _ => {
+                    *global = Some(Window {
+                        failures: 1,
+                        start: now,
+                    })
+                }
+            }
+        }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = windows.get_mut(remote) {
             if w.live(now) {
@@ -104,30 +142,51 @@ mod tests {
         let brake = Brake::default();
         let t0 = Instant::now();
         for i in 0..MAX_FAILURES {
-            assert_eq!(brake.blocked("10.0.0.1", t0), None, "failure {i}");
+            assert_eq!(brake.blocked("10.0.0.1", t0, false), None, "failure {i}");
             brake.failed("10.0.0.1", t0 + Duration::from_secs(u64::from(i)));
         }
         let at = t0 + Duration::from_secs(20);
-        assert_eq!(brake.blocked("10.0.0.1", at), Some(40));
+        assert_eq!(brake.blocked("10.0.0.1", at, false), Some(40));
         assert_eq!(
-            brake.blocked("10.0.0.2", at),
+            brake.blocked("10.0.0.2", at, false),
             None,
             "other addresses are not braked"
         );
         assert_eq!(
-            brake.blocked("10.0.0.1", t0 + Duration::from_millis(59_500)),
+            brake.blocked("10.0.0.1", t0 + Duration::from_millis(59_500), false),
             Some(1)
         );
         assert_eq!(
-            brake.blocked("10.0.0.1", t0 + WINDOW),
+            brake.blocked("10.0.0.1", t0 + WINDOW, false),
             None,
             "the window ends"
         );
         brake.failed("10.0.0.1", t0 + WINDOW);
         assert_eq!(
-            brake.blocked("10.0.0.1", t0 + WINDOW),
+            brake.blocked("10.0.0.1", t0 + WINDOW, false),
             None,
             "a new window starts at 1"
+        );
+    }
+
+    #[test]
+    fn failures_from_many_addresses_brake_all_but_proven_tokens() {
+        let brake = Brake::default();
+        let t0 = Instant::now();
+        for i in 0..GLOBAL_MAX_FAILURES {
+            // Fewer than MAX_FAILURES each: no address is braked on its own.
+            brake.failed(&format!("2001:db8::{i}"), t0);
+        }
+        assert_eq!(brake.blocked("2001:db8::ffff", t0, false), Some(60));
+        assert_eq!(
+            brake.blocked("2001:db8::ffff", t0, true),
+            None,
+            "a proven token passes"
+        );
+        assert_eq!(
+            brake.blocked("2001:db8::ffff", t0 + WINDOW, false),
+            None,
+            "until the window ends"
         );
     }
 

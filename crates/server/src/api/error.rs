@@ -28,6 +28,8 @@ pub(crate) enum ApiError {
     /// The request itself is malformed (body, query, headers).
     BadRequest(String),
     PayloadTooLarge,
+    /// The request target is longer than [`super::MAX_URI`].
+    UriTooLong,
     /// No route has this path.
     NoRoute,
     MethodNotAllowed,
@@ -40,6 +42,9 @@ pub(crate) enum ApiError {
         message: &'static str,
         detail: String,
     },
+    /// A rotation asked of a secret that is not rotated here (a manual one): 409, with
+    /// its own code, since the request is well formed and the secret's policy refuses it.
+    NotRotatable(String),
     /// A bug or an unexpected state; `detail` is logged, not sent.
     Internal(String),
     /// An error response produced outside our handlers (an extractor of axum's),
@@ -69,7 +74,8 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `forbidden`, `not_found`, `conflict`,
     /// `invalid_name`, `invalid_value`, `bad_request`, `payload_too_large`,
-    /// `method_not_allowed`, `rate_limited`, `internal`, `unavailable`.
+    /// `uri_too_long`, `headers_too_large`, `method_not_allowed`, `rate_limited`,
+    /// `not_rotatable`, `internal`, `unavailable`.
     #[schema(example = "not_found")]
     pub code: String,
     /// For people; never contains a secret value.
@@ -157,6 +163,15 @@ impl ApiError {
                 ),
                 None,
             ),
+            ApiError::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!(
+                    "the request URI is longer than {} KiB; names are at most 255 bytes",
+                    super::MAX_URI / 1024
+                ),
+                None,
+            ),
             ApiError::NoRoute => (
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -183,6 +198,7 @@ impl ApiError {
                 (*message).to_string(),
                 Some(detail.clone()),
             ),
+            ApiError::NotRotatable(m) => (StatusCode::CONFLICT, "not_rotatable", m.clone(), None),
             ApiError::Internal(detail) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -198,6 +214,7 @@ impl ApiError {
                     StatusCode::PAYLOAD_TOO_LARGE => {
                         ("payload_too_large", "the request body is too large")
                     }
+                    StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URI is too long"),
                     StatusCode::UNAUTHORIZED => ("unauthorized", "unauthorized"),
                     StatusCode::FORBIDDEN => ("forbidden", "forbidden"),
                     StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests"),
@@ -279,6 +296,14 @@ where
                 ApiError::BadRequest("cannot read the request body".into())
             }
         })?;
+        // Every body is an object: serde would also take a struct from an array of its
+        // fields in order (`[null, null]`), which the document does not allow.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            wipe(bytes);
+            return Err(ApiError::BadRequest(
+                "expected a JSON object ({...}) as the body".into(),
+            ));
+        }
         let parsed = serde_json::from_slice::<T>(&bytes).map_err(|e| json_error(&e));
         wipe(bytes);
         parsed.map(JsonBody)

@@ -19,10 +19,23 @@ use crate::service::RotateRequest;
 use secret_core::audit::AuditFilter;
 use secret_core::crypto::Charset;
 use secret_core::error::VaultError;
-use secret_core::model::{InputError, Label, Revealed, SecretValue, MAX_VALUE_BYTES};
+use secret_core::model::{InputError, Label, Revealed, SecretName, SecretValue, MAX_VALUE_BYTES};
 use secret_core::render::{entry_json, rfc3339, rotation_body, RotationBody};
-use secret_core::vault::{Op, Reply};
+use secret_core::rotation_state::RunState;
+use secret_core::vault::{CallError, Op, Reply, Vault};
 use secret_rotation::Outcome;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `limit` as documented: 0 to 2^63 - 1, more than [`MAX_LIMIT`] taken as that.
+fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, ApiError> {
+    match limit {
+        Some(n) if i64::try_from(n).is_err() => Err(ApiError::BadRequest(
+            "limit: at most 9223372036854775807 (and more than 10000 is taken as 10000)".into(),
+        )),
+        n => Ok(n.unwrap_or(default).min(MAX_LIMIT)),
+    }
+}
 
 /// Rotation records a list returns unless `limit` says otherwise.
 const DEFAULT_ROTATIONS: u64 = 50;
@@ -79,14 +92,31 @@ pub(crate) async fn healthz() -> Json<StatusBody> {
         (status = 503, description = "The vault cannot take writes", body = ErrorBody),
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, ApiError> {
+    // A success is reused for a second: this route is public, and each check takes the
+    // vault's write lock, so a flood of probes must not take the vault thread's time.
+    let fresh = state
+        .ready_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|at| at.elapsed() < READY_FOR);
+    if fresh {
+        return Ok(Json(StatusBody { status: "ready" }));
+    }
     match state.serve.vault.run(|v| v.check_writable()).await {
-        Ok(Ok(())) => Ok(Json(StatusBody { status: "ready" })),
+        Ok(Ok(())) => {
+            *state.ready_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now());
+            Ok(Json(StatusBody { status: "ready" }))
+        }
         Ok(Err(e)) | Err(e) => Err(ApiError::Unavailable {
             message: "the vault is not ready: its store does not take writes",
             detail: e.to_string(),
         }),
     }
 }
+
+/// How long a successful readiness check is reused.
+const READY_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Prometheus metrics (text exposition format). Names start with `secret_`.
 #[utoipa::path(get, path = "/metrics", tag = "health",
@@ -184,20 +214,31 @@ pub(crate) async fn list_secrets(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReadQuery {
     /// A version number; the current version when neither this nor `label` is given.
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     version: Option<u64>,
-    /// `current`, `previous` or `pending` (instead of `version`).
-    label: Option<String>,
+    /// `current`, `previous` or `pending`. With `version` too, that version must carry
+    /// the label (else 404).
+    #[param(inline)]
+    label: Option<LabelParam>,
 }
 
 /// `?label=`: one of the three labels.
-fn label_of(text: &str) -> Result<Label, ApiError> {
-    match text {
-        "current" => Ok(Label::Current),
-        "previous" => Ok(Label::Previous),
-        "pending" => Ok(Label::Pending),
-        _ => Err(ApiError::BadRequest(
-            "label: expected current, previous or pending".into(),
-        )),
+/// A label, as the query and the document spell it.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LabelParam {
+    Current,
+    Previous,
+    Pending,
+}
+
+impl From<LabelParam> for Label {
+    fn from(l: LabelParam) -> Self {
+        match l {
+            LabelParam::Current => Label::Current,
+            LabelParam::Previous => Label::Previous,
+            LabelParam::Pending => Label::Pending,
+        }
     }
 }
 
@@ -214,7 +255,7 @@ pub(crate) struct SecretValueBody<'a> {
 /// `secrets:read:<glob>`.
 /// The read is in the audit log before the value is sent.
 #[utoipa::path(get, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name"), ReadQuery),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1), ReadQuery),
     responses(
         (status = 200, body = SecretValueBody,
             headers(("ETag" = String, description = "The version, quoted"))),
@@ -228,7 +269,7 @@ pub(crate) async fn read_secret(
     Path(name): Path<String>,
     QueryArgs(query): QueryArgs<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let label = query.label.as_deref().map(label_of).transpose()?;
+    let label = query.label.map(Label::from);
     let revealed = match state
         .call(
             ctx,
@@ -295,17 +336,17 @@ fn no_store_json(buffer: Zeroizing<Vec<u8>>) -> Response {
 
 /// A write: a `value`, or a value the server generates (`generate`). `value` is kept
 /// in a zeroizing string.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WriteBody {
     /// The new value: UTF-8, 1 byte to 64 KiB (0 bytes with `allow_empty`).
-    #[schema(value_type = Option<String>)]
     value: Option<SecretString>,
     /// Instead of `value`: the server generates one with its system RNG, and it never
     /// crosses the network.
     generate: Option<GenerateSpec>,
     /// Compare-and-set: the current version must be this (0: the secret must not exist).
     /// `If-Match: "N"` says the same.
+    #[serde(default, deserialize_with = "integral")]
     if_version: Option<u64>,
     /// Replaces the secret's description.
     description: Option<String>,
@@ -314,27 +355,121 @@ pub(crate) struct WriteBody {
     allow_empty: bool,
 }
 
+/// The document states the rule the handler keeps: exactly one of `value` (a string;
+/// empty only with `allow_empty: true`) and `generate`. Three object shapes, one of
+/// which a body must match; the other field may be absent or null.
+impl utoipa::PartialSchema for WriteBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{Object, ObjectBuilder, OneOfBuilder, Type};
+        use utoipa::openapi::Ref;
+        let null = || Object::with_type(Type::Null);
+        let shape = |value: Object, generate: utoipa::openapi::RefOr<_>, required: &[&str]| {
+            let mut b = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ))
+                .property("value", value)
+                .property("generate", generate)
+                .property(
+                    "if_version",
+                    ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                            Type::Integer,
+                            Type::Null,
+                        ]))
+                        .minimum(Some(0))
+                        .maximum(Some(9_007_199_254_740_991_u64))
+                        .description(Some(
+                            "Compare-and-set: the current version must be this (0: the \
+                             secret must not exist). `If-Match: \"N\"` says the same.",
+                        )),
+                )
+                .property(
+                    "description",
+                    ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                            Type::String,
+                            Type::Null,
+                        ]))
+                        .description(Some("Replaces the secret's description.")),
+                );
+            let allow_empty = ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .description(Some("Accept an empty `value`."));
+            b = if required.contains(&"allow_empty") {
+                b.property("allow_empty", allow_empty.enum_values(Some([true])))
+            } else {
+                b.property("allow_empty", allow_empty)
+            };
+            for r in required {
+                b = b.required(*r);
+            }
+            b.build()
+        };
+        let value = |min: usize, max: usize| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(min))
+                .max_length(Some(max))
+                .description(Some(
+                    "The new value: UTF-8, at most 64 KiB (a longer one is 413).",
+                ))
+                .build()
+        };
+        let spec = || utoipa::openapi::RefOr::Ref(Ref::from_schema_name("GenerateSpec"));
+        OneOfBuilder::new()
+            .item(shape(value(1, 65536), null().into(), &["value"]))
+            .item(shape(value(0, 0), null().into(), &["value", "allow_empty"]))
+            .item(shape(null(), spec(), &["generate"]))
+            .description(Some(
+                "A write: a `value`, or a value the server generates (`generate`), never both.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for WriteBody {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "GenerateSpec".into(),
+            <GenerateSpec as utoipa::PartialSchema>::schema(),
+        ));
+        <GenerateSpec as ToSchema>::schemas(schemas);
+    }
+}
+
 /// How the server generates a value (as `secret set --generate` does).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GenerateSpec {
     /// Characters, 1 to 65536 (default 32).
+    #[schema(minimum = 1, maximum = 65536)]
     length: Option<u32>,
     /// `alnum` (default), `hex` or `base64url`.
-    charset: Option<String>,
+    charset: Option<CharsetParam>,
+}
+
+/// The characters of a generated value.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CharsetParam {
+    Alnum,
+    Hex,
+    Base64url,
 }
 
 /// A generated value, or why the spec is refused.
 fn generated(spec: &GenerateSpec) -> Result<Result<SecretValue, InputError>, ApiError> {
-    let charset = match spec.charset.as_deref().unwrap_or("alnum") {
-        "alnum" => Charset::Alnum,
-        "hex" => Charset::Hex,
-        "base64url" => Charset::Base64Url,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "generate.charset: expected alnum, hex or base64url".into(),
-            ))
-        }
+    let charset = match spec.charset.unwrap_or(CharsetParam::Alnum) {
+        CharsetParam::Alnum => Charset::Alnum,
+        CharsetParam::Hex => Charset::Hex,
+        CharsetParam::Base64url => Charset::Base64Url,
     };
     let length = spec.length.unwrap_or(32) as usize;
     if !(1..=MAX_VALUE_BYTES).contains(&length) {
@@ -347,36 +482,65 @@ fn generated(spec: &GenerateSpec) -> Result<Result<SecretValue, InputError>, Api
         .and_then(SecretValue::from_secret_string))
 }
 
+/// A JSON integer, as JSON Schema counts them: `3` and `3.0` alike.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // Below 2^53 an integral f64 is exact.
+        Some(f) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(D::Error::custom("if_version: a whole number from 0")),
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Written {
     name: String,
     version: u64,
 }
 
-/// `If-Match: "3"` or `If-Match: 3`.
+/// What `If-Match` takes, exactly: one version number, quoted or not. The document
+/// states it (utoipa needs the literal there; a test keeps the two equal).
+#[cfg_attr(not(test), allow(dead_code))]
+const IF_MATCH_PATTERN: &str = r#"^[ \t]*("[0-9]{1,19}"|[0-9]{1,19})[ \t]*$"#;
+
+/// `If-Match: "3"` or `If-Match: 3` ([`IF_MATCH_PATTERN`]).
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(raw) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
     let bad = || ApiError::BadRequest("If-Match takes one version number, such as \"3\"".into());
-    let text = raw.to_str().map_err(|_| bad())?.trim();
-    let unquoted = text
+    let text = raw.to_str().map_err(|_| bad())?.trim_matches([' ', '\t']);
+    let digits = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    unquoted.parse::<u64>().map(Some).map_err(|_| bad())
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
 /// Writes a new version (given, or generated by the server) and makes it current.
 /// Scope `secrets:write:<glob>`.
 #[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name"),
-        ("If-Match" = Option<String>, Header, description = "Compare-and-set: the current version, e.g. \"3\"")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Compare-and-set: the current version, e.g. \"3\"",
+            pattern = r#"^[ \t]*("[0-9]{1,19}"|[0-9]{1,19})[ \t]*$"#)),
     request_body = WriteBody,
     responses(
         (status = 200, body = Written),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, description = "The current version is not if_version", body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "The secret is deleted", body = ErrorBody),
+        (status = 409, description = "The current version is not if_version (or If-Match), or a rotation is running", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
 pub(crate) async fn write_secret(
@@ -387,10 +551,12 @@ pub(crate) async fn write_secret(
     JsonBody(body): JsonBody<WriteBody>,
 ) -> Result<Json<Written>, ApiError> {
     let if_version = match (if_match(&headers)?, body.if_version) {
+        // The current version cannot be both: at least one precondition fails.
         (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::BadRequest(format!(
-                "If-Match ({a}) and if_version ({b}) disagree; send one of them"
-            )))
+            return Err(VaultError::Conflict(format!(
+                "If-Match ({a}) and if_version ({b}) disagree: the current version cannot be both; send one of them"
+            ))
+            .into())
         }
         (a, b) => a.or(b),
     };
@@ -455,9 +621,10 @@ pub(crate) struct VersionSummary {
 
 /// A secret's versions, without values. Scope `secrets:list`.
 #[utoipa::path(get, path = "/v1/secrets/{name}/versions", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 200, body = VersionList),
+        (status = 400, description = "Not a secret name", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
@@ -499,7 +666,7 @@ pub(crate) struct Deleted {
 /// vault's host restores it. Scope `secrets:delete:<glob>` (writing a value is not
 /// enough: a deleted secret fails every reader).
 #[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 200, body = Deleted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -527,10 +694,36 @@ pub(crate) async fn delete_secret(
 pub(crate) struct ExportBody {
     /// Only these secrets (each must exist, with a current value, and be readable with
     /// the token). Absent: every live secret the token may read.
+    #[schema(value_type = Option<Vec<SecretNameSchema>>)]
     only: Option<Vec<String>>,
     /// `export` (default) or `run`: recorded with each read.
-    purpose: Option<String>,
+    purpose: Option<Purpose>,
 }
+
+/// Why values are exported: recorded with each read.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Purpose {
+    Export,
+    Run,
+}
+
+/// A secret name, as names are everywhere: an environment variable's (the document's
+/// view only; the vault validates names itself).
+pub(crate) struct SecretNameSchema;
+
+impl utoipa::PartialSchema for SecretNameSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z_][A-Za-z0-9_]*$"))
+            .min_length(Some(1))
+            .max_length(Some(255))
+            .into()
+    }
+}
+
+impl ToSchema for SecretNameSchema {}
 
 /// Current values, sorted by name.
 #[derive(Serialize, ToSchema)]
@@ -560,14 +753,11 @@ pub(crate) async fn export(
     ctx: Ctx,
     JsonBody(body): JsonBody<ExportBody>,
 ) -> Result<Response, ApiError> {
-    let purpose = match body.purpose.as_deref().unwrap_or("export") {
-        p @ ("export" | "run") => p.to_string(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "purpose: expected export or run".into(),
-            ))
-        }
-    };
+    let purpose = match body.purpose.unwrap_or(Purpose::Export) {
+        Purpose::Export => "export",
+        Purpose::Run => "run",
+    }
+    .to_string();
     let (values, omitted) = match state
         .call(
             ctx,
@@ -608,19 +798,22 @@ pub(crate) struct RotationQueued {
     status: &'static str,
 }
 
+const NO_SCHEDULER: &str =
+    "the scheduler is not running in this server; run `secret rotate` instead";
+
 /// Starts a rotation now. Scope `rotate:<glob>`. The secret needs a policy with a
 /// generator (not `manual`); the scheduler picks the request up. When the secret has a
 /// rotation open already (requested, interrupted, or stopped in a step), that is the
 /// one the answer names and the scheduler goes on with, as `secret rotate NAME` does:
 /// never a second run beside it.
 #[utoipa::path(post, path = "/v1/secrets/{name}/rotate", tag = "rotations", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 202, description = "Queued; GET the Location to follow it", body = RotationQueued),
+        (status = 400, description = "Not a secret name", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 400, description = "A manual secret (set by a person, never rotated)", body = ErrorBody),
         (status = 404, description = "No policy for this secret", body = ErrorBody),
-        (status = 409, description = "The secret has no value yet", body = ErrorBody),
+        (status = 409, description = "The secret has no value yet, or it is a manual secret (code `not_rotatable`: set by a person, never rotated)", body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 503, description = "The scheduler is not running", body = ErrorBody),
     ))]
@@ -634,17 +827,18 @@ pub(crate) async fn rotate(
     let rotation_id = format!("rot_{}", secret_core::crypto::hex(&random));
     // The policy check travels with the call: the vault refuses (and audits the
     // refusal) only after authentication and scope, so an unauthenticated or unscoped
-    // caller learns nothing about the policies (401/403 before 404/409).
-    if state.serve.rotate.is_closed() {
-        return Err(ApiError::Unavailable {
-            message: "the scheduler is not running in this server; run `secret rotate` instead",
-            detail: "rotate request while serving with --no-scheduler".into(),
-        });
-    }
+    // caller learns nothing about the policies or whether the scheduler runs (401/403
+    // before 404/409/503).
+    let no_scheduler = state.serve.rotate.is_closed();
     // The same check, in the same words, as `secret rotate NAME`.
-    let rotatable = secret_rotation::rotatable(&state.serve.policies, &name)
-        .map(|policy| policy.generator.name().to_string());
-    let rotation_id = match state
+    let rotatable = if no_scheduler {
+        Err(VaultError::Conflict(NO_SCHEDULER.into()))
+    } else {
+        secret_rotation::rotatable(&state.serve.policies, &name)
+            .map(|policy| policy.generator.name().to_string())
+    };
+    let manual = matches!(rotatable, Err(VaultError::Usage(_)));
+    let answer = state
         .call(
             ctx,
             Op::Rotate {
@@ -653,8 +847,21 @@ pub(crate) async fn rotate(
                 rotatable,
             },
         )
-        .await?
-    {
+        .await;
+    let rotation_id = match answer {
+        // Authenticated and in scope, but nothing here would run the rotation.
+        Err(ApiError::Call(CallError::Vault(VaultError::Conflict(_)))) if no_scheduler => {
+            return Err(ApiError::Unavailable {
+                message: NO_SCHEDULER,
+                detail: "rotate request while serving with --no-scheduler".into(),
+            })
+        }
+        Err(ApiError::Call(CallError::Vault(VaultError::Usage(m)))) if manual => {
+            return Err(ApiError::NotRotatable(m))
+        }
+        answer => answer?,
+    };
+    let rotation_id = match rotation_id {
         Reply::RotateAccepted { rotation_id } => rotation_id,
         other => return Err(unexpected(&other)),
     };
@@ -679,8 +886,10 @@ pub(crate) async fn rotate(
 #[into_params(parameter_in = Query)]
 pub(crate) struct RotationsQuery {
     /// Only this secret's rotations.
+    #[param(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)]
     secret: Option<String>,
-    /// At most this many, newest first (default 50).
+    /// At most this many, newest first (default 50; more than 10,000 is 10,000).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     limit: Option<u64>,
 }
 
@@ -703,7 +912,7 @@ pub(crate) async fn rotations(
     ctx: Ctx,
     QueryArgs(query): QueryArgs<RotationsQuery>,
 ) -> Result<Json<RotationList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_ROTATIONS).min(MAX_LIMIT);
+    let limit = limit_of(query.limit, DEFAULT_ROTATIONS)?;
     match state
         .call(
             ctx,
@@ -787,11 +996,17 @@ pub(crate) struct AuditQuery {
     action: Option<String>,
     /// Only entries by this actor (`token:tok_...`, `user:NAME`, `scheduler`).
     actor: Option<String>,
-    /// A date (`2026-11-01`), an RFC 3339 time, or an age (`7d`, `12h`).
+    /// A date (`2026-11-01`), a UTC time (`2026-11-01T12:00:00Z`), or an age (`7d`,
+    /// `12h`; units s, m, h, d, w).
+    #[param(
+        pattern = r"^([0-9]{1,9}[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z)?)$"
+    )]
     since: Option<String>,
-    /// The newest this many (default 100, at most 10,000).
+    /// The newest this many (default 100; more than 10,000 is 10,000).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     limit: Option<u64>,
     /// Only entries older than this sequence number: the next page back.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     before: Option<u64>,
 }
 
@@ -802,9 +1017,85 @@ pub(crate) struct AuditList {
     entries: Vec<serde_json::Value>,
 }
 
-/// `since`: a date, an RFC 3339 time, or an age such as `7d`; in unix milliseconds.
+/// The grammar of `since` that the API documents and accepts, exactly: an age (`7d`:
+/// 1 to 9 digits and one of s, m, h, d, w), a date (`2026-11-01`, midnight UTC), or a
+/// UTC time (`2026-11-01T12:00:00Z`, optional fraction). Fields past their range roll
+/// over (`2026-02-30` is 2 March), as `timegm` does: every string this pattern matches
+/// is a point in time. The document states it (a test keeps the two equal).
+#[cfg_attr(not(test), allow(dead_code))]
+const SINCE_PATTERN: &str = r"^([0-9]{1,9}[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z)?)$";
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`),
+/// with the month and day allowed past their range (they roll over).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let months = year * 12 + (month - 1);
+    let (y, m) = (months.div_euclid(12), months.rem_euclid(12) + 1);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468 + (day - 1)
+}
+
+/// `since` ([`SINCE_PATTERN`]) in unix milliseconds, or `None` if it does not match.
+fn since_ms(text: &str, now_ms: i64) -> Option<i64> {
+    let b = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit)).then(|| {
+            digits
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    if let Some((&unit, digits)) = b.split_last() {
+        if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+            let unit_ms: i64 = match unit {
+                b's' => 1_000,
+                b'm' => 60_000,
+                b'h' => 3_600_000,
+                b'd' => 86_400_000,
+                b'w' => 604_800_000,
+                _ => return None,
+            };
+            let n = number(0..digits.len())?;
+            return Some(now_ms.saturating_sub(n.saturating_mul(unit_ms)));
+        }
+    }
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let day = days_from_civil(number(0..4)?, number(5..7)?, number(8..10)?);
+    let mut ms = day * 86_400_000;
+    if b.len() == 10 {
+        return Some(ms);
+    }
+    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    ms += ((number(11..13)? * 60 + number(14..16)?) * 60 + number(17..19)?) * 1_000;
+    let fraction = &b[19..b.len() - 1];
+    if !fraction.is_empty() {
+        if fraction[0] != b'.' || !(2..=10).contains(&fraction.len()) {
+            return None;
+        }
+        let digits = number(20..b.len() - 1)?;
+        // Milliseconds: the first three digits of the fraction.
+        let places = u32::try_from(fraction.len() - 1).ok()?;
+        ms += if places >= 3 {
+            digits / 10_i64.pow(places - 3)
+        } else {
+            digits * 10_i64.pow(3 - places)
+        };
+    }
+    Some(ms)
+}
+
+/// `since` in unix milliseconds, or 400 saying what it takes.
 pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
-    secret_core::audit::parse_since(text, now_ms).ok_or_else(|| {
+    since_ms(text, now_ms).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "since: expected {}",
             secret_core::audit::SINCE_FORMS
@@ -836,8 +1127,15 @@ pub(crate) async fn audit(
         action: query.action,
         actor: query.actor,
         since_ms,
-        before_seq: query.before,
-        limit: Some(query.limit.unwrap_or(DEFAULT_AUDIT).min(MAX_LIMIT)),
+        before_seq: match query.before {
+            Some(n) if i64::try_from(n).is_err() => {
+                return Err(ApiError::BadRequest(
+                    "before: a sequence number, at most 9223372036854775807".into(),
+                ))
+            }
+            n => n,
+        },
+        limit: Some(limit_of(query.limit, DEFAULT_AUDIT)?),
     };
     match state.call(ctx, Op::Audit { filter }).await? {
         Reply::Audit(entries) => Ok(Json(AuditList {
@@ -848,22 +1146,106 @@ pub(crate) async fn audit(
 }
 
 /// Public keys of a `jwt-ed25519` secret (a JSON Web Key Set). No token needed.
+/// Not one audit entry per request: this route is public, so its reads are counted in
+/// the tally (see [`super::tally`]).
 #[utoipa::path(get, path = "/v1/jwks/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, description = "Secret name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 255, min_length = 1)),
     responses(
         (status = 200, description = "JSON Web Key Set", body = Object,
             example = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "...", "x": "..."}]})),
-        (status = 404, body = ErrorBody),
+        (status = 400, description = "Not a secret name", body = ErrorBody),
+        (status = 404, description = "No such secret, or it has no public keys", body = ErrorBody),
     ))]
 pub(crate) async fn jwks(
     State(state): State<AppState>,
-    ctx: Ctx,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match state.call(ctx, Op::Jwks { name }).await? {
-        Reply::Jwks(keys) => Ok(Json(keys)),
-        other => Err(unexpected(&other)),
+    let cache = state.jwks.clone();
+    let keys = state
+        .serve
+        .vault
+        .run(move |vault| public_keys(vault, &name, &cache))
+        .await??;
+    Ok(Json(keys.as_ref().clone()))
+}
+
+/// Which versions a JWKS lists: current, previous while its rotation is in grace, and
+/// pending. The keys only change when these do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Published {
+    current: Option<u64>,
+    previous: Option<u64>,
+    pending: Option<u64>,
+}
+
+/// Public keys by secret name, with the versions they were read from.
+#[derive(Debug, Default)]
+pub(crate) struct JwksCache {
+    // A std Mutex: used on the vault thread for a map lookup, never across an await.
+    by_name: std::sync::Mutex<HashMap<String, (Published, Arc<serde_json::Value>)>>,
+}
+
+/// Secrets whose keys are cached at most (only names that have keys are cached).
+const MAX_CACHED_JWKS: usize = 256;
+
+/// The JWKS of `raw`, read without an audit entry: the labels on every request (so a
+/// rotation shows at once), the keys only when the labels changed.
+fn public_keys(
+    vault: &mut Vault,
+    raw: &str,
+    cache: &JwksCache,
+) -> Result<Arc<serde_json::Value>, VaultError> {
+    let name = SecretName::new(raw)?;
+    // One answer for "no such secret", "deleted" and "not an Ed25519 secret": this
+    // route needs no token, so it must not tell which names exist.
+    let none = || VaultError::NotFound(format!("no JWKS for {name}"));
+    let row = vault
+        .secret_state(name.as_str())?
+        .filter(|row| row.deleted_at_ms.is_none())
+        .ok_or_else(none)?;
+    // The previous key stays published only while its rotation is in grace: removing
+    // it from the JWKS is what retires it.
+    let in_grace = vault.open_rotations()?.iter().any(|r| {
+        r.secret == name.as_str()
+            && r.state == RunState::Grace
+            && r.old_version == row.previous_version
+    });
+    let published = Published {
+        current: row.current_version,
+        previous: row.previous_version.filter(|_| in_grace),
+        pending: row.pending_version,
+    };
+    let mut by_name = cache.by_name.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((seen, keys)) = by_name.get(name.as_str()) {
+        if *seen == published {
+            return Ok(keys.clone());
+        }
     }
+    let mut keys = Vec::new();
+    for version in [published.current, published.previous, published.pending]
+        .into_iter()
+        .flatten()
+    {
+        match vault.version_meta(name.as_str(), version) {
+            Ok(meta) => {
+                if let Some(jwk) = meta.get("jwk") {
+                    keys.push(jwk.clone());
+                }
+            }
+            Err(VaultError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if keys.is_empty() {
+        by_name.remove(name.as_str());
+        return Err(none());
+    }
+    let keys = Arc::new(serde_json::json!({ "keys": keys }));
+    if by_name.len() >= MAX_CACHED_JWKS && !by_name.contains_key(name.as_str()) {
+        by_name.clear();
+    }
+    by_name.insert(name.to_string(), (published, keys.clone()));
+    Ok(keys)
 }
 
 /// This document.
@@ -894,6 +1276,121 @@ mod tests {
     }
 
     #[test]
+    fn since_takes_exactly_its_documented_grammar() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_since("12h", now).unwrap(), now - 12 * 3_600_000);
+        assert_eq!(parse_since("3w", now).unwrap(), now - 3 * 604_800_000);
+        assert_eq!(parse_since("1970-01-01", now).unwrap(), 0);
+        assert_eq!(parse_since("2000-03-01", now).unwrap(), 951_868_800_000);
+        assert_eq!(
+            parse_since("2026-11-01T12:00:00.5Z", now).unwrap(),
+            1_793_534_400_500
+        );
+        assert_eq!(
+            parse_since("2026-11-01T12:00:00.123456789Z", now).unwrap(),
+            1_793_534_400_123
+        );
+        // Out-of-range fields roll over: 30 February is 2 March (2026 is no leap year).
+        assert_eq!(
+            parse_since("2026-02-30", now).unwrap(),
+            parse_since("2026-03-02", now).unwrap()
+        );
+        assert_eq!(
+            parse_since("2026-13-01", now).unwrap(),
+            parse_since("2027-01-01", now).unwrap()
+        );
+        assert!(
+            parse_since("0000-00-00", now).is_ok(),
+            "every match is a time"
+        );
+        assert_eq!(
+            parse_since("999999999w", now).unwrap(),
+            now - 999_999_999 * 604_800_000
+        );
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7 d",
+            "7days",
+            "1h30m",
+            "1234567890s",
+            "2026-11-1",
+            "2026-11-01T12:00:00",
+            "2026-11-01T12:00Z",
+            "2026-11-01T12:00:00.Z",
+            "2026-11-01T12:00:00+01:00",
+            "2026-11-01 12:00:00Z",
+            "+7d",
+            "-7d",
+            "٣d",
+        ] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_document_states_the_grammars_the_handlers_enforce() {
+        let doc = serde_json::to_value(super::super::openapi()).unwrap();
+        let params = |path: &str, method: &str| {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .clone()
+        };
+        let pattern_of = |params: &[serde_json::Value], name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}"))["schema"]["pattern"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            pattern_of(&params("/v1/audit", "get"), "since"),
+            SINCE_PATTERN
+        );
+        assert_eq!(
+            pattern_of(&params("/v1/secrets/{name}", "put"), "If-Match"),
+            IF_MATCH_PATTERN
+        );
+        for (path, method) in [
+            ("/v1/secrets/{name}", "get"),
+            ("/v1/secrets/{name}", "put"),
+            ("/v1/secrets/{name}/versions", "get"),
+            ("/v1/secrets/{name}/rotate", "post"),
+            ("/v1/jwks/{name}", "get"),
+        ] {
+            let p = params(path, method);
+            let name = p.iter().find(|p| p["name"] == "name").unwrap();
+            assert_eq!(
+                name["schema"]["pattern"], "^[A-Za-z_][A-Za-z0-9_]*$",
+                "{method} {path}"
+            );
+            assert_eq!(name["schema"]["maxLength"], 255, "{method} {path}");
+            let answers = doc["paths"][path][method]["responses"].as_object().unwrap();
+            assert!(
+                answers.contains_key("400"),
+                "{method} {path} answers 400 to a bad name"
+            );
+        }
+        // A write is one of three shapes, each closed: a value (1 byte on), an empty
+        // value with allow_empty, or generate.
+        let shapes = doc["components"]["schemas"]["WriteBody"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(shapes.len(), 3);
+        assert_eq!(shapes[0]["properties"]["value"]["minLength"], 1);
+        assert_eq!(shapes[1]["properties"]["value"]["maxLength"], 0);
+        assert_eq!(shapes[1]["properties"]["allow_empty"]["enum"][0], true);
+        assert_eq!(shapes[2]["required"][0], "generate");
+        for shape in shapes {
+            assert_eq!(shape["additionalProperties"], false, "{shape}");
+        }
+    }
+
+    #[test]
     fn if_match_takes_quoted_or_bare_versions() {
         let mut h = HeaderMap::new();
         assert_eq!(if_match(&h).unwrap(), None);
@@ -901,7 +1398,20 @@ mod tests {
         assert_eq!(if_match(&h).unwrap(), Some(3));
         h.insert(IF_MATCH, HeaderValue::from_static("4"));
         assert_eq!(if_match(&h).unwrap(), Some(4));
-        h.insert(IF_MATCH, HeaderValue::from_static("*"));
-        assert!(if_match(&h).is_err());
+        h.insert(IF_MATCH, HeaderValue::from_static(" \"5\"\t"));
+        assert_eq!(if_match(&h).unwrap(), Some(5));
+        for bad in [
+            "*",
+            "null",
+            "+5",
+            "\"5",
+            "5\"",
+            "",
+            "12345678901234567890",
+            "W/\"5\"",
+        ] {
+            h.insert(IF_MATCH, HeaderValue::from_str(bad).unwrap());
+            assert!(if_match(&h).is_err(), "{bad:?}");
+        }
     }
 }

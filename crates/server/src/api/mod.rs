@@ -17,6 +17,7 @@ mod brake;
 mod error;
 pub mod fuzzing;
 mod handlers;
+pub mod tally;
 #[cfg(test)]
 mod tests;
 
@@ -41,10 +42,15 @@ use utoipa::{Modify, OpenApi};
 use self::brake::Brake;
 use self::error::ApiError;
 use crate::service::ServeState;
+use secret_core::error::VaultError;
 use secret_core::vault::{ApiCall, CallError, Op, Reply};
 
 /// Largest request body: a 64 KiB value, JSON-escaped, can come close to this.
 pub const BODY_LIMIT: usize = 128 * 1024;
+
+/// Longest request target (path and query) taken; longer ones get 414. Names are at
+/// most 255 bytes, so no route needs more.
+pub const MAX_URI: usize = 8 * 1024;
 
 /// Longest `X-Request-Id` taken from a client.
 const MAX_REQUEST_ID: usize = 64;
@@ -62,6 +68,9 @@ pub fn app(state: ServeState) -> Router {
     let shared = AppState {
         serve: state,
         brake: Arc::new(Brake::default()),
+        proven: Arc::new(tally::Proven::default()),
+        jwks: Arc::new(handlers::JwksCache::default()),
+        ready_at: Arc::new(std::sync::Mutex::new(None)),
         openapi: Arc::new(openapi),
     };
     Router::new()
@@ -154,20 +163,31 @@ impl Modify for BearerAuth {
 struct AppState {
     serve: ServeState,
     brake: Arc<Brake>,
+    /// Tokens that authenticated recently (keyed hashes).
+    proven: Arc<tally::Proven>,
+    /// Public keys by secret, re-read only when the secret's labels change.
+    jwks: Arc<handlers::JwksCache>,
+    /// When `/readyz` last found the vault writable.
+    ready_at: Arc<std::sync::Mutex<Option<Instant>>>,
     /// The OpenAPI document, encoded once.
     openapi: Arc<String>,
 }
 
 impl AppState {
     /// Sends one call to the vault, braking addresses that keep failing authentication.
+    /// A request without a token is answered here (401), never by the vault: it costs
+    /// no audit entry of its own, only a count in the [`tally`].
     async fn call(&self, ctx: Ctx, op: Op) -> Result<Reply, ApiError> {
-        // JWKS needs no token, so it can never fail authentication: never braked.
-        let authenticated = !matches!(op, Op::Jwks { .. });
-        if authenticated {
-            if let Some(retry_after_secs) = self.brake.blocked(&ctx.remote, Instant::now()) {
-                return Err(ApiError::RateLimited { retry_after_secs });
-            }
+        let now = Instant::now();
+        let proven = self.proven.knows(ctx.token.as_ref(), now);
+        if let Some(retry_after_secs) = self.brake.blocked(&ctx.remote, now, proven) {
+            return Err(ApiError::RateLimited { retry_after_secs });
         }
+        let Some(token) = ctx.token.clone() else {
+            return Err(ApiError::Call(CallError::Unauthorized(
+                "send Authorization: Bearer <token>".into(),
+            )));
+        };
         if let Some(reached) = &ctx.reached {
             reached.0.store(true, Ordering::Relaxed);
         }
@@ -181,8 +201,15 @@ impl AppState {
         let result = self.serve.vault.call(call).await;
         // Requests already in flight when the tenth failure lands still reach the vault;
         // the brake bounds the rate, it is not an exact count.
-        if authenticated && matches!(result, Err(CallError::Unauthorized(_))) {
-            self.brake.failed(&remote, Instant::now());
+        match &result {
+            Err(CallError::Unauthorized(_)) => {
+                self.brake.failed(&remote, Instant::now());
+                self.proven.forget(&token);
+            }
+            // The batch was not committed: nothing was proven.
+            Err(CallError::Vault(VaultError::AuditWrite(_))) => {}
+            // Anything else got past authentication.
+            _ => self.proven.remember(&token, Instant::now()),
         }
         Ok(result?)
     }
@@ -298,37 +325,55 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     let under_v1 = request.uri().path().starts_with("/v1/") || request.uri().path() == "/v1";
     let token = bearer(request.headers());
     let remote = remote_of(request.headers(), request.extensions(), &state);
-    let mut response = next.run(request).await;
-    let refused = response.status();
-    // Every /v1 request is audited: those the vault never saw (malformed JSON, a body
-    // over the limit, an unknown route, a wrong method) are recorded here, by route
-    // template only (a raw path could hold a value). A braked address (429) is not
-    // recorded: it is what the brake is for.
-    if under_v1
-        && refused.is_client_error()
-        && refused.as_u16() != 429
-        && !reached.0.load(Ordering::Relaxed)
-    {
-        let code = match refused.as_u16() {
-            400 | 415 | 422 => "bad_request",
-            404 => "not_found",
-            405 => "method_not_allowed",
-            413 => "payload_too_large",
-            _ => "refused",
-        };
-        let call = ApiCall {
-            token,
-            remote,
-            request_id: id.clone(),
-            op: Op::Refused {
-                route: route.clone(),
-                status: refused.as_u16(),
-                code,
-            },
-        };
-        // The answer is already decided; a failure to record it is logged, not sent.
-        if let Err(e) = state.serve.vault.call(call).await {
-            eprintln!("api: cannot record a refused request ({code}): {e}");
+    let too_long = request
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().len() > MAX_URI);
+    let mut response = if too_long {
+        ApiError::UriTooLong.into_response()
+    } else {
+        next.run(request).await
+    };
+    let answered = response.status();
+    // Every /v1 request is recorded. Those the vault did not see (no token, a public
+    // JWKS read, malformed JSON, a body over the limit, an unknown route, a wrong
+    // method, a braked address) are recorded by route template only (a raw path could
+    // hold a value): one by one when they carry a token that authenticated recently
+    // (they name an actor), else as counts in the bounded tally.
+    if under_v1 && !answered.is_server_error() && !reached.0.load(Ordering::Relaxed) {
+        let proven = answered.is_client_error()
+            && answered.as_u16() != 429
+            && state.proven.knows(token.as_ref(), Instant::now());
+        if proven {
+            let code = match answered.as_u16() {
+                400 | 415 | 422 => "bad_request",
+                404 => "not_found",
+                405 => "method_not_allowed",
+                413 => "payload_too_large",
+                414 => "uri_too_long",
+                _ => "refused",
+            };
+            let call = ApiCall {
+                token,
+                remote,
+                request_id: id.clone(),
+                op: Op::Refused {
+                    route: route.clone(),
+                    status: answered.as_u16(),
+                    code,
+                },
+            };
+            // The answer is already decided; a failure to record it is logged, not sent.
+            if let Err(e) = state.serve.vault.call(call).await {
+                eprintln!("api: cannot record a refused request ({code}): {e}");
+            }
+        } else {
+            state.serve.tally.add(
+                &route,
+                answered.as_u16(),
+                &remote,
+                state.serve.clock.now_ms(),
+            );
         }
     }
     let status = response.status();
@@ -355,6 +400,22 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .metrics
         .request(&route, response.status().as_u16());
     response
+}
+
+/// Writes what the [`tally`] counted since the last call as one audit entry (nothing
+/// when it counted nothing). `serve` calls it every [`tally::FLUSH_EVERY`] and at
+/// shutdown.
+pub async fn flush_tally(state: &ServeState) -> Result<(), CallError> {
+    let Some(details) = state.tally.take(state.clock.now_ms()) else {
+        return Ok(());
+    };
+    let call = ApiCall {
+        token: None,
+        remote: "tally".into(),
+        request_id: new_request_id(),
+        op: Op::Tally { details },
+    };
+    state.vault.call(call).await.map(|_| ())
 }
 
 async fn no_route() -> ApiError {

@@ -168,6 +168,7 @@ async fn env() -> Env {
         rotate,
         policies: Arc::new(policies),
         trust_forwarded_for: false,
+        tally: Default::default(),
     };
     Env {
         _dir: dir,
@@ -572,9 +573,10 @@ async fn writes_make_versions_and_honour_compare_and_set() {
             .unwrap(),
     )
     .await;
+    // The current version cannot be both: a failed precondition, like any CAS miss.
     assert_eq!(
         (disagree.status, disagree.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
+        (StatusCode::CONFLICT, "conflict")
     );
     let new_only = put(
         &env,
@@ -874,10 +876,11 @@ async fn rotate_queues_a_request_for_a_secret_with_a_policy() {
         (StatusCode::NOT_FOUND, "not_found")
     );
     let manual = post(&env, "/v1/secrets/LEGACY_PASSWORD/rotate", Some(&env.admin)).await;
-    // The refusal `secret rotate LEGACY_PASSWORD` prints, with its exit code (2, usage).
+    // The refusal `secret rotate LEGACY_PASSWORD` prints; a 409 with its own code, which
+    // remote mode turns into the same exit code (2, usage).
     assert_eq!(
         (manual.status, manual.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
+        (StatusCode::CONFLICT, "not_rotatable")
     );
     assert!(
         manual
@@ -1061,7 +1064,8 @@ async fn every_request_is_audited_with_its_token_and_request_id() {
     let revoked = get(&env, "/v1/secrets", Some(&env.revoked)).await;
     let revoked_id = revoked.header("x-request-id").to_string();
     let anonymous = get(&env, "/v1/secrets", None).await;
-    let anonymous_id = anonymous.header("x-request-id").to_string();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    flush_tally(&env.state).await.unwrap();
 
     let log = audit_log(&env).await;
     let by_request = |id: &str| {
@@ -1088,7 +1092,15 @@ async fn every_request_is_audited_with_its_token_and_request_id() {
         (revoked.outcome.as_str(), revoked.actor.clone()),
         ("unauthorized", format!("token:{}", env.revoked.id))
     );
-    assert_eq!(by_request(&anonymous_id).actor, "anonymous");
+    // A request without a token is counted, not recorded on its own.
+    let tally: Vec<&Entry> = log.iter().filter(|e| e.outcome == "tally").collect();
+    assert_eq!(tally.len(), 1);
+    assert_eq!(tally[0].actor, "anonymous");
+    let details: Value = serde_json::from_str(&tally[0].details).unwrap();
+    assert_eq!(
+        details["by"],
+        serde_json::json!([{ "route": "/v1/secrets", "status": 401, "remote": "unknown", "count": 1 }])
+    );
     for e in &log {
         assert_no_values(&env, "an audit entry", &format!("{e:?}"));
     }
@@ -1350,6 +1362,11 @@ async fn behind_a_trusted_proxy_the_brake_and_the_audit_see_the_forwarded_client
 #[tokio::test]
 async fn requests_refused_before_the_vault_are_audited_too() {
     let env = env().await;
+    // The admin token authenticates once: its refusals are then recorded by name.
+    assert_eq!(
+        get(&env, "/v1/secrets", Some(&env.admin)).await.status,
+        StatusCode::OK
+    );
     let bad_json = put(
         &env,
         "/v1/secrets/OPENAI_API_KEY",
@@ -1366,8 +1383,18 @@ async fn requests_refused_before_the_vault_are_audited_too() {
     )
     .await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Without a token (or with one never seen to authenticate): counted in the tally.
     let unknown = get(&env, "/v1/no-such-route/sk-live-looks-like-a-value", None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let unproven = put(
+        &env,
+        "/v1/secrets/OPENAI_API_KEY",
+        Some(&env.writer),
+        "{not json",
+    )
+    .await;
+    assert_eq!(unproven.status, StatusCode::BAD_REQUEST);
+    flush_tally(&env.state).await.unwrap();
     let log = audit_log(&env).await;
     let refused: Vec<(&str, &str)> = log
         .iter()
@@ -1380,8 +1407,18 @@ async fn requests_refused_before_the_vault_are_audited_too() {
         vec![
             ("bad_request", admin.as_str()),
             ("payload_too_large", admin.as_str()),
-            ("not_found", "anonymous")
+            ("tally", "anonymous")
         ]
+    );
+    let tally = log.iter().find(|e| e.outcome == "tally").unwrap();
+    let details: Value = serde_json::from_str(&tally.details).unwrap();
+    assert_eq!(details["requests"], 2);
+    assert_eq!(
+        details["by"],
+        serde_json::json!([
+            { "route": "/v1/secrets/{name}", "status": 400, "remote": "unknown", "count": 1 },
+            { "route": "unmatched", "status": 404, "remote": "unknown", "count": 1 },
+        ])
     );
     for e in log.iter().filter(|e| e.action == "api.refused") {
         assert!(
@@ -1700,7 +1737,23 @@ async fn reads_take_a_label_and_writes_a_generated_value_and_a_description() {
         Some(&env.writer),
     )
     .await;
-    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    // Both: version 1 is the previous one, so it is read; a label it does not carry is 404.
+    assert_eq!(both.status, StatusCode::OK);
+    assert_eq!(both.json()["version"].as_u64(), Some(1));
+    let mismatch = get(
+        &env,
+        "/v1/secrets/APP_KEY?label=current&version=1",
+        Some(&env.writer),
+    )
+    .await;
+    assert_eq!(mismatch.status, StatusCode::NOT_FOUND);
+    assert!(
+        mismatch
+            .body
+            .contains("version 1 of APP_KEY is not its current version"),
+        "{}",
+        mismatch.body
+    );
     let no_pending = get(&env, "/v1/secrets/APP_KEY?label=pending", Some(&env.writer)).await;
     assert_eq!(no_pending.status, StatusCode::NOT_FOUND);
     assert!(no_pending.body.contains("APP_KEY has no pending version"));
@@ -1870,5 +1923,96 @@ async fn a_requested_rotation_shows_its_pass_once_the_scheduler_ran_it() {
             "secret": "JWT_SECRET", "rotation": id, "result": "finished",
             "old_version": 1, "new_version": 2, "error": null, "duration_ms": 12
         }])
+    );
+}
+
+#[tokio::test]
+async fn jwks_reads_and_anonymous_refusals_cost_one_tally_entry_not_one_each() {
+    let env = env().await;
+    // Reading the log is itself recorded: count everything else.
+    async fn written(env: &Env) -> usize {
+        audit_log(env)
+            .await
+            .iter()
+            .filter(|e| e.action != "audit.read")
+            .count()
+    }
+    let before = written(&env).await;
+    for _ in 0..200 {
+        assert_eq!(
+            get(&env, "/v1/jwks/SIGNING_KEY", None).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&env, "/v1/jwks/NO_SUCH_KEY", None).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&env, "/v1/secrets", None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        written(&env).await,
+        before,
+        "nothing is written per anonymous request"
+    );
+    flush_tally(&env.state).await.unwrap();
+    assert_eq!(written(&env).await, before + 1, "one tally entry");
+    let log = audit_log(&env).await;
+    let tally = log.iter().find(|e| e.outcome == "tally").unwrap();
+    let details: Value = serde_json::from_str(&tally.details).unwrap();
+    assert_eq!(details["requests"], 600);
+    flush_tally(&env.state).await.unwrap();
+    assert_eq!(
+        written(&env).await,
+        before + 1,
+        "an empty tally writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_unauthenticated_rotate_is_401_even_without_a_scheduler() {
+    let env = env().await;
+    let mut state = env.state.clone();
+    let (closed, rx) = mpsc::channel(1);
+    drop(rx);
+    state.rotate = closed;
+    let no_scheduler = app(state);
+    for t in [None, Some(&env.lister)] {
+        let req = request(Method::POST, "/v1/secrets/JWT_SECRET/rotate", t)
+            .body(Body::empty())
+            .unwrap();
+        let answer = send(&no_scheduler, req).await;
+        let want = if t.is_none() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(answer.status, want, "{}", answer.body);
+        assert!(!answer.body.contains("scheduler"), "{}", answer.body);
+    }
+    let req = request(
+        Method::POST,
+        "/v1/secrets/JWT_SECRET/rotate",
+        Some(&env.jwt_rotator),
+    )
+    .body(Body::empty())
+    .unwrap();
+    let answer = send(&no_scheduler, req).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("scheduler"), "{}", answer.body);
+    let runs = get(&env, "/v1/rotations?secret=JWT_SECRET", Some(&env.admin))
+        .await
+        .json();
+    assert_eq!(
+        runs["rotations"],
+        serde_json::json!([]),
+        "nothing was queued"
     );
 }
