@@ -51,6 +51,19 @@ impl Scan {
         self.place(format!("{place} (without its own value)"), text.as_bytes());
     }
 
+    /// An output that must hold each of `values`, and no other value.
+    fn legit_all(&mut self, place: &str, bytes: &[u8], values: &[&str]) {
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        for value in values {
+            assert!(
+                text.contains(value),
+                "{place} lacks a value it was asked for"
+            );
+            text = text.replace(value, "");
+        }
+        self.place(format!("{place} (without its own values)"), text.as_bytes());
+    }
+
     fn finish(self) -> usize {
         let mut hits = Vec::new();
         for (place, bytes) in &self.places {
@@ -411,4 +424,331 @@ fn no_value_leaks_from_any_command_route_log_or_file() {
         2 * (v.len() + 4)
     );
     assert!(places >= 100, "only {places} places searched");
+}
+
+/// The commands and routes added after the first scan: import, export, run, drift,
+/// backup, restore, recipients, rekey, the API's delete, export and generated writes,
+/// and every daily command in remote mode (the CLI against `secret serve`).
+#[test]
+fn no_value_leaks_from_import_export_run_drift_keys_or_remote_mode() {
+    let env = TestEnv::init();
+    let mut scan = Scan {
+        needles: Vec::new(),
+        places: Vec::new(),
+    };
+    let holder = rusqlite::Connection::open(&env.vault).unwrap();
+    holder.execute_batch("BEGIN").unwrap();
+    holder
+        .query_row("SELECT count(*) FROM secrets", [], |_| Ok(()))
+        .unwrap();
+    let v: Vec<String> = (100..130).map(sentinel).collect();
+    for (i, value) in v.iter().enumerate() {
+        scan.secret(&format!("sentinel {}", i + 100), value);
+    }
+
+    // --- import, export, run -------------------------------------------------------
+    std::fs::write(
+        env.path("in.env"),
+        format!("IMP_A=\"{}\"\nexport IMP_B={}\n", v[0], v[1]),
+    )
+    .unwrap();
+    let run = env.run(&["import", "in.env"]).ok();
+    scan.run("import", &run);
+    for (file, text) in [
+        ("bad-line.env", format!("IMP_C {}\n", v[2])),
+        ("bad-name.env", format!("{}=x\n", v[3])),
+        ("bad.json", format!("{{\"IMP_D\": [\"{}\"]}}", v[4])),
+        ("open-quote.env", format!("IMP_E=\"{}\n", v[5])),
+    ] {
+        std::fs::write(env.path(file), text).unwrap();
+        let run = env.run(&["import", file]).code(2);
+        scan.run(&format!("refused import {file}"), &run);
+    }
+    let run = env.run(&["import", "in.env", "--dry-run"]);
+    scan.run("import --dry-run", &run);
+    for format in ["dotenv", "json", "shell"] {
+        let run = env.run(&["export", "--format", format]).ok();
+        scan.legit_all(
+            &format!("export --format {format}"),
+            &run.raw_stdout,
+            &[&v[0], &v[1]],
+        );
+        scan.place(format!("stderr of export {format}"), run.stderr.as_bytes());
+    }
+    let run = env.run(&["export", "-o", "out.env"]).ok();
+    scan.run("export -o", &run);
+    let exported = std::fs::read(env.path("out.env")).unwrap();
+    scan.legit_all("the exported file", &exported, &[&v[0], &v[1]]);
+    let run = env
+        .run(&[
+            "run",
+            "--only",
+            "IMP_A",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$IMP_A\"",
+        ])
+        .ok();
+    scan.legit("stdout of run", &run.raw_stdout, &v[0]);
+    scan.place("stderr of run", run.stderr.as_bytes());
+    let run = env.run(&["run", "--", "sh", "-c", "exit 3"]).code(3);
+    scan.run("run (the command fails)", &run);
+    for args in [
+        vec![
+            "run".to_string(),
+            "--only".into(),
+            v[6].clone(),
+            "--".into(),
+            "true".into(),
+        ],
+        // (`run -- WORD` names WORD when it cannot run it, as a shell does: that word
+        // is a command, not a value's place, so it is not among these.)
+        vec![
+            "run".to_string(),
+            format!("--{}", v[7]),
+            "--".into(),
+            "true".into(),
+        ],
+        vec!["export".to_string(), "--only".into(), v[8].clone()],
+    ] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = env.run(&refs);
+        assert_ne!(run.code, 0, "{refs:?}");
+        scan.run(&format!("refused {}", refs[0]), &run);
+    }
+
+    // --- drift against a dotenv target --------------------------------------------
+    std::fs::create_dir_all(env.path("policies")).unwrap();
+    std::fs::write(
+        env.path("policies/drift.toml"),
+        "[targets.local]\nkind = \"dotenv\"\npath = \"app.env\"\n\n\
+         [secrets.IMP_A]\ngenerator = \"random\"\nevery = \"30d\"\npush = [\"local\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("policies/app.env"),
+        format!("IMP_A=\"{}\"\n", v[9]),
+    )
+    .unwrap();
+    for args in [vec!["drift"], vec!["drift", "--json"]] {
+        let run = env.run(&args).code(8);
+        scan.run(&args.join(" "), &run);
+    }
+    let run = env.run(&["drift", "--fix"]).ok();
+    scan.run("drift --fix", &run);
+    let fixed = std::fs::read(env.path("policies/app.env")).unwrap();
+    scan.legit("the .env drift --fix wrote", &fixed, &v[0]);
+
+    // --- keys and recovery ---------------------------------------------------------
+    let run = env.run(&["backup", "b.age"]).ok();
+    scan.run("backup", &run);
+    scan.place(
+        "the backup file",
+        &std::fs::read(env.path("b.age")).unwrap(),
+    );
+    for args in [
+        vec!["recipients", "list"],
+        vec!["recipients", "list", "--json"],
+    ] {
+        let run = env.run(&args);
+        scan.run(&args.join(" "), &run);
+    }
+    let run = env.run(&["rekey"]).ok();
+    scan.run("rekey", &run);
+    let run = env.run(&["restore", "b.age", "--force"]).ok();
+    scan.run("restore --force", &run);
+    let run = env.run(&["restore", "in.env"]);
+    assert_ne!(run.code, 0);
+    scan.run("refused restore of a file that is no backup", &run);
+
+    // --- the API's newer routes, and remote mode -----------------------------------
+    let run = env
+        .run(&["token", "create", "--name", "leak2", "--scope", "admin"])
+        .ok();
+    let token = run.stdout.trim().to_string();
+    scan.secret("API token", &token);
+    let port = free_port();
+    let serve = KillOnDrop::new(
+        env.command(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-scheduler",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let api = Api {
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+    };
+    wait_status(&api.rt, &format!("{}/readyz", api.base), 200);
+    let t = Some(token.as_str());
+    let (status, body) = api.call("POST", "/v1/export", t, Some(r#"{"only":["IMP_A"]}"#));
+    assert_eq!(status, 200);
+    scan.legit("API export of IMP_A", &body, &v[0]);
+    let (status, body) = api.call("POST", "/v1/export", t, Some(r#"{"purpose":"run"}"#));
+    assert_eq!(status, 200);
+    scan.legit_all("API export of everything", &body, &[&v[0], &v[1]]);
+    let (status, body) = api.call(
+        "PUT",
+        "/v1/secrets/GEN2",
+        t,
+        Some(r#"{"generate":{"length":48,"charset":"base64url"}}"#),
+    );
+    assert_eq!(status, 200);
+    scan.place("API generated write response", &body);
+    let (_, body) = api.call("GET", "/v1/secrets/GEN2", t, None);
+    let generated = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scan.secret("generated value", &generated);
+    scan.legit("API read of GEN2", &body, &generated);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/export".to_string(),
+            Some(format!(r#"{{"only":["{}"]}}"#, v[10])),
+        ),
+        (
+            "POST",
+            "/v1/export".to_string(),
+            Some(format!(r#"["{}"]"#, v[11])),
+        ),
+        (
+            "POST",
+            "/v1/export".to_string(),
+            Some(format!(r#"{{"purpose":"{}"}}"#, v[12])),
+        ),
+        (
+            "PUT",
+            "/v1/secrets/GEN2".to_string(),
+            Some(format!(r#"{{"value":"{}","generate":{{}}}}"#, v[13])),
+        ),
+        ("GET", format!("/v1/secrets/IMP_A?label={}", v[14]), None),
+        (
+            "GET",
+            "/v1/secrets/IMP_A?label=previous&version=1".to_string(),
+            None,
+        ),
+        ("DELETE", format!("/v1/secrets/{}", v[15]), None),
+        ("DELETE", "/v1/secrets/IMP_B".to_string(), None),
+        ("GET", format!("/v1/audit?before={}", v[16]), None),
+    ] {
+        let (status, response) = api.call(method, &path, t, body.as_deref());
+        scan.place(
+            format!(
+                "API {method} {} -> {status}",
+                path.split('?').next().unwrap_or("")
+            ),
+            &response,
+        );
+    }
+    let token_file = env.path("token");
+    std::fs::write(&token_file, &token).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut remote = TestEnv::new();
+    remote.env.push(("SECRET_ADDR".into(), api.base.clone()));
+    remote.env.push((
+        "SECRET_TOKEN_FILE".into(),
+        token_file.to_str().unwrap().into(),
+    ));
+    let run = remote.run(&["get", "IMP_A"]).ok();
+    scan.legit("stdout of remote get", &run.raw_stdout, &v[0]);
+    scan.place("stderr of remote get", run.stderr.as_bytes());
+    let run = remote.run_with(&["set", "REMOTE"], v[17].as_bytes()).ok();
+    scan.run("remote set", &run);
+    let run = remote
+        .run(&["export", "--format", "json", "--only", "REMOTE"])
+        .ok();
+    scan.legit("stdout of remote export", &run.raw_stdout, &v[17]);
+    let run = remote
+        .run(&[
+            "run",
+            "--only",
+            "REMOTE",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$REMOTE\"",
+        ])
+        .ok();
+    scan.legit("stdout of remote run", &run.raw_stdout, &v[17]);
+    for args in [
+        vec!["list"],
+        vec!["history", "REMOTE"],
+        vec!["audit", "--json"],
+        vec!["delete", "REMOTE"],
+    ] {
+        let run = remote.run(&args).ok();
+        scan.run(&format!("remote {}", args.join(" ")), &run);
+    }
+    for args in [
+        vec!["get".to_string(), v[18].clone()],
+        vec!["set".to_string(), "REMOTE2".into(), v[19].clone()],
+        vec![
+            "get".to_string(),
+            "IMP_A".into(),
+            "--version".into(),
+            v[20].clone(),
+        ],
+    ] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = remote.run(&refs).code(2);
+        scan.run(&format!("remote refused {}", refs[0]), &run);
+    }
+    std::fs::write(&token_file, format!("secret_0123456789abcdef.{}", v[21])).unwrap();
+    let run = remote.run(&["get", "IMP_A"]).code(5);
+    scan.run("remote get with a forged token", &run);
+    let (_, metrics) = api.call("GET", "/metrics", None, None);
+    scan.place("/metrics at the end", &metrics);
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let out = serve.into_inner().wait_with_output().unwrap();
+    scan.place("stdout of serve", &out.stdout);
+    scan.place("stderr of serve", &out.stderr);
+
+    // --- the log and the files -----------------------------------------------------
+    let run = env.run(&["audit", "--json", "--limit", "10000"]).ok();
+    scan.run("audit --json", &run);
+    let export = env.path("audit-export.jsonl");
+    let run = env.run(&["audit", "export", export.to_str().unwrap()]).ok();
+    scan.run("audit export", &run);
+    scan.place("the audit export file", &std::fs::read(&export).unwrap());
+    scan.place(
+        "the vault's WAL",
+        &read_or_empty(&env.vault.with_file_name("vault.db-wal")),
+    );
+    drop(holder);
+    scan.place(
+        "the vault database file",
+        &std::fs::read(&env.vault).unwrap(),
+    );
+    for entry in std::fs::read_dir(env.vault.parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            scan.place(
+                format!("{}", path.display()),
+                &std::fs::read(&path).unwrap(),
+            );
+        }
+    }
+    let places = scan.finish();
+    eprintln!(
+        "leak scan (daily, keys, remote): {places} places searched for {} needles",
+        2 * (v.len() + 2)
+    );
+    assert!(places >= 80, "only {places} places searched");
 }
