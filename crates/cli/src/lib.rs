@@ -69,9 +69,9 @@ Exit codes:
   4  conflict (version check failed, vault exists, rotation already running)
   5  vault locked (wrong identity or passphrase; remote: token refused or lacking the scope)
   6  rotation failed (and was rolled back)
-  7  integrity failure (tampered ciphertext or audit chain)
-  126, 127  `secret run`: the command cannot be run / is not found
+  7  integrity failure (tampered ciphertext, metadata or audit chain)
   8  drift found (`secret drift`: a target differs from the vault)
+  126, 127  `secret run`: the command cannot be run / is not found
 
 Environment:
   SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)

@@ -411,6 +411,71 @@ fn every_write_path_keeps_the_metadata_verifiable() {
     assert_eq!(env.get("A"), "a-four");
 }
 
+/// The write paths that came after the MACs: import, rekey (every MAC renewed under the
+/// new key) and restore (the backup's MACs proven before it replaces the vault).
+#[test]
+fn import_rekey_and_restore_keep_the_metadata_verifiable_under_the_key_in_force() {
+    let env = three_versions();
+    std::fs::write(env.path("in.env"), "IMP=one\nA=a-imported\n").unwrap();
+    env.run(&["import", "in.env", "--overwrite"]).ok();
+    env.run(&["token", "create", "--name", "t", "--scope", "admin"])
+        .ok();
+    env.run(&["backup", "b.age"]).ok();
+    env.run(&["rekey"]).ok();
+    let verified = env.run(&["audit", "verify"]).ok().stdout;
+    assert!(
+        verified.contains("metadata intact: 3 secrets, 1 tokens"),
+        "{verified}"
+    );
+    assert_eq!(env.get("A"), "a-imported");
+    // The MACs are the new key's: a label moved now is still caught.
+    env.sql("UPDATE secrets SET current_version = 1 WHERE name = 'A'");
+    env.run(&["get", "A"]).code(7).stderr_has("metadata of A");
+    // A rekey does not bless a change made without the key: refused, nothing rewritten.
+    let wrapped = env.sql("SELECT hex(wrapped_key) FROM keyring");
+    env.run(&["rekey"]).code(7).stderr_has("metadata of A");
+    assert_eq!(env.sql("SELECT hex(wrapped_key) FROM keyring"), wrapped);
+    // Restore proves the backup's MACs, then the restored vault verifies and reads.
+    env.run(&["restore", "b.age", "--force"]).ok();
+    env.run(&["audit", "verify"]).ok();
+    assert_eq!(env.get("A"), "a-imported");
+}
+
+/// A backup whose metadata was changed without the key is refused by restore's proof,
+/// and the vault it would replace is left as it was.
+#[test]
+fn restore_refuses_a_backup_with_tampered_metadata() {
+    let env = three_versions();
+    let other = TestEnv::new();
+    // A copy of the vault, tampered, then backed up with the same key by the copy.
+    std::fs::create_dir_all(other.path("data/secret")).unwrap();
+    std::fs::copy(&env.vault, other.path("copy.db")).unwrap();
+    let copy = other.path("copy.db");
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    conn.execute_batch("UPDATE secrets SET current_version = 1 WHERE name = 'A'")
+        .unwrap();
+    drop(conn);
+    let identity = env.identity.to_str().unwrap();
+    let copy_path = copy.to_str().unwrap();
+    // A backup copies the file as it is (its audited entry goes in first)...
+    env.run(&[
+        "--vault",
+        copy_path,
+        "--identity",
+        identity,
+        "backup",
+        "t.age",
+    ])
+    .ok();
+    // ...and restore's proof checks every MAC before anything is replaced.
+    let before = std::fs::read(&env.vault).unwrap();
+    env.run(&["restore", "t.age", "--force"])
+        .code(7)
+        .stderr_has("metadata of A");
+    assert_eq!(std::fs::read(&env.vault).unwrap(), before);
+    assert_eq!(env.get("A"), "a-three");
+}
+
 // --- hole 6: a file that is not a vault is refused before anything writes to it -----
 
 /// Every file beside `path` whose name starts with its name (the WAL and shm files).
