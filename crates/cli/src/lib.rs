@@ -698,7 +698,7 @@ impl Context {
     pub(crate) fn open(&self) -> Result<Vault, VaultError> {
         self.local_only()?;
         if !self.vault_path.exists() {
-            return Err(VaultError::NoVault(self.vault_path.clone()));
+            return Err(VaultError::NoVault(self.vault_path.display().to_string()));
         }
         Vault::open(&self.vault_path, self.unlocker()?, self.actor.clone())
     }
@@ -753,7 +753,9 @@ pub(crate) fn ask_passphrase(
 fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Result<(), VaultError> {
     ctx.local_only()?;
     if ctx.vault_path.exists() {
-        return Err(VaultError::VaultExists(ctx.vault_path.clone()));
+        return Err(VaultError::VaultExists(
+            ctx.vault_path.display().to_string(),
+        ));
     }
     for r in &extra_recipients {
         crypto::canonical_recipient(r).map_err(|e| VaultError::Usage(e.to_string()))?;
