@@ -524,7 +524,7 @@ impl Vault {
             return Err(VaultError::VaultExists(path.display().to_string()));
         }
         Self::init_with(
-            || Store::create(path),
+            || Store::create(path).map_err(VaultError::from),
             || remove_vault_files(path),
             options,
             actor,
@@ -536,7 +536,7 @@ impl Vault {
     /// database). `create` is called once the key is made and wrapped; it refuses a
     /// location that holds a vault already or is not a vault's.
     pub fn init_in(
-        create: impl FnOnce() -> Result<Store, StoreError>,
+        create: impl FnOnce() -> Result<Store, VaultError>,
         options: InitOptions,
         actor: Actor,
         clock: Clock,
@@ -545,7 +545,7 @@ impl Vault {
     }
 
     fn init_with(
-        create: impl FnOnce() -> Result<Store, StoreError>,
+        create: impl FnOnce() -> Result<Store, VaultError>,
         clean_up: impl FnOnce(),
         options: InitOptions,
         actor: Actor,
