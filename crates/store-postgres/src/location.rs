@@ -89,7 +89,8 @@ impl PgLocation {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        let mut config = postgres::Config::from_str(&rest).map_err(|e| bad(&display, e))?;
+        let mut config =
+            postgres::Config::from_str(&rest).map_err(|e| bad(&display, error_chain(&e)))?;
         if config.get_hosts().is_empty() {
             return Err(bad(&display, "it names no host"));
         }

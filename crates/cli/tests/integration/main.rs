@@ -12,6 +12,7 @@ mod interop;
 mod jwks;
 mod keys;
 mod leaks;
+mod postgres;
 mod remote;
 mod rotation;
 mod serve;
