@@ -13,6 +13,7 @@
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
+//!  lib.rs (Context::open/init) ─► secret_store_postgres when --vault is a postgres:// URL
 //! ```
 //!
 //! It calls the [`Vault`] facade only; no SQL, no crypto here. Output shared with the
@@ -65,8 +66,9 @@ pub use keys::{BackupArgs, PassphraseCommand, RecipientsCommand, RestoreArgs};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
-  1  other error
-  2  usage (bad arguments, invalid name or value)
+  1  other error (including a PostgreSQL server that cannot be reached)
+  2  usage (bad arguments, invalid name or value, a malformed postgres:// URL, a
+     command the vault's store cannot do, such as backup on PostgreSQL)
   3  not found (secret, version)
   4  conflict (version check failed, vault exists, rotation already running)
   5  vault locked (wrong identity or passphrase; remote: token refused or lacking the scope)
@@ -76,7 +78,7 @@ Exit codes:
   8  drift found (`secret drift`: a target differs from the vault)
 
 Environment:
-  SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)
+  SECRET_VAULT          vault file, or postgres://USER@HOST/DB (default: $XDG_DATA_HOME/secret/vault.db)
   SECRET_IDENTITY_FILE  age identity file (default: $XDG_CONFIG_HOME/secret/identity.txt)
   SECRET_IDENTITY       the AGE-SECRET-KEY-1... text itself
   SECRET_PASSPHRASE     passphrase of a passphrase-protected vault
