@@ -153,6 +153,7 @@ pub(crate) fn backup(ctx: &Context, args: BackupArgs) -> Result<(), VaultError> 
 }
 
 pub(crate) fn restore(ctx: &Context, args: RestoreArgs) -> Result<(), VaultError> {
+    let vault_path = ctx.vault_file("secret restore")?;
     let bytes = std::fs::read(&args.file).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             VaultError::NotFound(format!("no backup at {}", args.file.display()))
@@ -160,7 +161,7 @@ pub(crate) fn restore(ctx: &Context, args: RestoreArgs) -> Result<(), VaultError
         _ => VaultError::Io(format!("cannot read {}: {e}", args.file.display())),
     })?;
     let report = Vault::restore(
-        &ctx.vault_path,
+        vault_path,
         &bytes,
         ctx.unlocker()?,
         RestoreOptions {
@@ -176,7 +177,7 @@ pub(crate) fn restore(ctx: &Context, args: RestoreArgs) -> Result<(), VaultError
     ctx.say(format!(
         "restored {} from {}: {} secrets, {} versions; every ciphertext opens and the audit \
          chain verifies up to {} (key epoch {})",
-        ctx.vault_path.display(),
+        vault_path.display(),
         args.file.display(),
         report.secrets,
         report.versions,

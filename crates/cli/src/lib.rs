@@ -13,6 +13,7 @@
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
+//!  lib.rs (Context::open/init) ─► secret_store_postgres when --vault is a postgres:// URL
 //! ```
 //!
 //! It calls the [`Vault`] facade only; no SQL, no crypto here. Output shared with the
@@ -43,10 +44,12 @@ use secret_core::model::{
 };
 use secret_core::private_file;
 use secret_core::render::{age, entry_json, rfc3339};
+use secret_core::store::StoreError;
 use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
 use secret_server::backup::BackupOptions;
 use secret_server::scheduler::SchedulerOptions;
 use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
+use secret_store_postgres::{is_postgres_url, PgLocation, PgStore};
 
 mod backend;
 mod daily;
@@ -63,8 +66,9 @@ pub use keys::{BackupArgs, PassphraseCommand, RecipientsCommand, RestoreArgs};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
-  1  other error
-  2  usage (bad arguments, invalid name or value)
+  1  other error (including a PostgreSQL server that cannot be reached)
+  2  usage (bad arguments, invalid name or value, a malformed postgres:// URL, a
+     command the vault's store cannot do, such as backup on PostgreSQL)
   3  not found (secret, version)
   4  conflict (version check failed, vault exists, rotation already running)
   5  vault locked (wrong identity or passphrase; remote: token refused or lacking the scope)
@@ -74,7 +78,7 @@ Exit codes:
   126, 127  `secret run`: the command cannot be run / is not found
 
 Environment:
-  SECRET_VAULT          vault file (default: $XDG_DATA_HOME/secret/vault.db)
+  SECRET_VAULT          vault file, or postgres://USER@HOST/DB (default: $XDG_DATA_HOME/secret/vault.db)
   SECRET_IDENTITY_FILE  age identity file (default: $XDG_CONFIG_HOME/secret/identity.txt)
   SECRET_IDENTITY       the AGE-SECRET-KEY-1... text itself
   SECRET_PASSPHRASE     passphrase of a passphrase-protected vault
@@ -90,8 +94,8 @@ Environment:
     after_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// Vault file.
-    #[arg(long, global = true, env = "SECRET_VAULT", value_name = "PATH")]
+    /// Vault file, or a postgres:// URL of a PostgreSQL database.
+    #[arg(long, global = true, env = "SECRET_VAULT", value_name = "PATH|URL")]
     pub vault: Option<PathBuf>,
     /// age identity file that unlocks the vault.
     #[arg(long, global = true, env = "SECRET_IDENTITY_FILE", value_name = "FILE")]
@@ -510,6 +514,10 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
         );
         secret_core::policy::PolicySet::default()
     };
+    if args.backup_dir.is_some() {
+        // Scheduled backups are SQLite snapshots; refused before anything starts.
+        ctx.vault_file("secret serve --backup-dir")?;
+    }
     if args.backup_dir.is_some() && args.backup_every < std::time::Duration::from_secs(1) {
         return Err(VaultError::Usage(format!(
             "--backup-every {:?} is too short: give at least 1s (24h is the default)",
@@ -524,7 +532,10 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
     });
     let command = ServeCommand {
         listen: args.listen,
-        vault_path: ctx.vault_path.clone(),
+        vault_path: match &ctx.vault {
+            VaultAt::File(path) => Some(path.clone()),
+            VaultAt::Postgres(_) => None,
+        },
         options: ServeOptions {
             scheduler,
             shutdown_grace: args.shutdown_grace,
@@ -547,9 +558,36 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
     run_until_signal(command, policies, || ctx.open())
 }
 
+/// Where the vault is: a SQLite file (a path), or a PostgreSQL database (a
+/// `postgres://` or `postgresql://` URL, checked when it is opened).
+#[derive(Clone, Debug)]
+pub(crate) enum VaultAt {
+    File(PathBuf),
+    Postgres(String),
+}
+
+impl VaultAt {
+    /// A value meant as a URL (it starts with `postgres:`) is never taken for a path,
+    /// so a mistyped URL is an error, not a folder named `postgres:`.
+    fn from_arg(arg: PathBuf) -> Self {
+        match arg.to_str() {
+            Some(text) if is_postgres_url(text) => VaultAt::Postgres(text.to_string()),
+            _ => VaultAt::File(arg),
+        }
+    }
+
+    /// For messages: the path, or the URL without its password.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            VaultAt::File(path) => path.display().to_string(),
+            VaultAt::Postgres(url) => secret_store_postgres::redact(url),
+        }
+    }
+}
+
 /// Where things are, resolved once from flags, environment and XDG defaults.
 pub struct Context {
-    pub(crate) vault_path: PathBuf,
+    pub(crate) vault: VaultAt,
     identity_flag: Option<PathBuf>,
     pub(crate) quiet: bool,
     pub(crate) actor: Actor,
@@ -604,10 +642,11 @@ pub(crate) fn stdout_result(result: io::Result<()>) -> Result<(), VaultError> {
 
 impl Context {
     fn new(cli: &Cli, env: Environment) -> Self {
-        let vault_path = cli
-            .vault
-            .clone()
-            .unwrap_or_else(|| env.default_vault_path());
+        let vault = VaultAt::from_arg(
+            cli.vault
+                .clone()
+                .unwrap_or_else(|| env.default_vault_path()),
+        );
         let request_id = crypto::random_array::<8>()
             .map(|b| crypto::hex(&b))
             .unwrap_or_default();
@@ -619,7 +658,7 @@ impl Context {
         );
         Self {
             remote,
-            vault_path,
+            vault,
             identity_flag: cli.identity.clone(),
             quiet: cli.quiet,
             policies_dir: cli
@@ -712,13 +751,48 @@ impl Context {
         }
     }
 
-    /// Opens the local vault file (refused in remote mode).
+    /// Opens the local vault, a file or a PostgreSQL database (refused in remote mode).
     pub(crate) fn open(&self) -> Result<Vault, VaultError> {
         self.local_only()?;
-        if !self.vault_path.exists() {
-            return Err(VaultError::NoVault(self.vault_path.clone()));
+        match &self.vault {
+            VaultAt::File(path) => {
+                if !path.exists() {
+                    return Err(VaultError::NoVault(path.display().to_string()));
+                }
+                Vault::open(path, self.unlocker()?, self.actor.clone())
+            }
+            VaultAt::Postgres(url) => {
+                let store = PgStore::open(url)?;
+                Vault::open_in(
+                    store,
+                    self.unlocker()?,
+                    self.actor.clone(),
+                    self.clock.clone(),
+                )
+            }
         }
-        Vault::open(&self.vault_path, self.unlocker()?, self.actor.clone())
+    }
+
+    /// Whether there may be a vault to open: a file that exists, or any database.
+    pub(crate) fn vault_may_exist(&self) -> bool {
+        match &self.vault {
+            VaultAt::File(path) => path.exists(),
+            VaultAt::Postgres(_) => true,
+        }
+    }
+
+    /// The vault file, for what only a SQLite vault file does (`what`); a PostgreSQL
+    /// vault is refused with what to do instead (exit 2).
+    pub(crate) fn vault_file(&self, what: &'static str) -> Result<&Path, VaultError> {
+        match &self.vault {
+            VaultAt::File(path) => Ok(path),
+            VaultAt::Postgres(_) => Err(VaultError::Store(StoreError::Unsupported {
+                what,
+                location: self.vault.shown(),
+                instead: "it works on SQLite vault files (--vault PATH); back a PostgreSQL \
+                          vault up with pg_dump and restore it with pg_restore",
+            })),
+        }
     }
 }
 
@@ -770,8 +844,13 @@ pub(crate) fn ask_passphrase(
 
 fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Result<(), VaultError> {
     ctx.local_only()?;
-    if ctx.vault_path.exists() {
-        return Err(VaultError::VaultExists(ctx.vault_path.clone()));
+    match &ctx.vault {
+        VaultAt::File(path) if path.exists() => {
+            return Err(VaultError::VaultExists(path.display().to_string()));
+        }
+        VaultAt::File(_) => {}
+        // A URL that does not parse is refused before an identity is made for it.
+        VaultAt::Postgres(url) => drop(PgLocation::parse(url)?),
     }
     for r in &extra_recipients {
         crypto::canonical_recipient(r).map_err(|e| VaultError::Usage(e.to_string()))?;
@@ -814,13 +893,22 @@ fn init(ctx: &Context, passphrase: bool, extra_recipients: Vec<String>) -> Resul
         passphrase,
         scrypt_log_n,
     };
-    if let Err(e) = Vault::init(&ctx.vault_path, options, ctx.actor.clone()) {
+    let made = match &ctx.vault {
+        VaultAt::File(path) => Vault::init(path, options, ctx.actor.clone()),
+        VaultAt::Postgres(url) => Vault::init_in(
+            || PgStore::create(url),
+            options,
+            ctx.actor.clone(),
+            ctx.clock.clone(),
+        ),
+    };
+    if let Err(e) = made {
         if let Some((path, _)) = &created_identity {
             let _ = fs::remove_file(path);
         }
         return Err(e);
     }
-    ctx.say(format!("created vault {}", ctx.vault_path.display()))?;
+    ctx.say(format!("created vault {}", ctx.vault.shown()))?;
     if let Some((path, recipient)) = created_identity {
         ctx.say(format!(
             "created identity {} (public key {recipient})",

@@ -425,8 +425,12 @@ pub(super) fn policy_check(ctx: &Context, dir: Option<PathBuf>) -> Result<(), Va
     // Credentials must exist in the vault, when there is a vault to ask.
     let mut checked_vault = false;
     if let Some(set) = &set {
-        if ctx.vault_path.exists() {
-            let mut vault = ctx.open()?;
+        let opened = match ctx.vault_may_exist().then(|| ctx.open()) {
+            // An empty database holds no vault yet, as a missing file does not.
+            Some(Err(VaultError::NoVault(_))) | None => None,
+            Some(other) => Some(other?),
+        };
+        if let Some(mut vault) = opened {
             checked_vault = true;
             for r in set.credential_refs() {
                 let defined = set.secrets.contains_key(&r.secret);

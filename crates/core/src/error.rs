@@ -3,8 +3,6 @@
 //!
 //! Variants carry names, versions and paths, never a value.
 
-use std::path::PathBuf;
-
 use crate::crypto::CryptoError;
 use crate::model::InputError;
 use crate::store::StoreError;
@@ -12,12 +10,13 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error(
-        "no vault at {}: create one with `secret init`, or point --vault / SECRET_VAULT at an existing vault",
-        .0.display()
+        "no vault at {0}: create one with `secret init`, or point --vault / SECRET_VAULT at an existing vault"
     )]
-    NoVault(PathBuf),
-    #[error("a vault already exists at {}; pick another path with --vault or remove it first", .0.display())]
-    VaultExists(PathBuf),
+    NoVault(String),
+    #[error(
+        "a vault already exists at {0}; pick another path or URL with --vault, or remove it first"
+    )]
+    VaultExists(String),
     #[error("cannot unlock vault: {0}")]
     Locked(String),
     #[error(transparent)]
@@ -71,6 +70,8 @@ impl VaultError {
     pub fn exit_code(&self) -> u8 {
         match self {
             VaultError::Input(_) | VaultError::Usage(_) => exit::USAGE,
+            // A vault URL that does not parse, a command the backend cannot do.
+            VaultError::Store(e) if e.is_usage() => exit::USAGE,
             VaultError::NotFound(_) => exit::NOT_FOUND,
             VaultError::Conflict(_) | VaultError::VaultExists(_) => exit::CONFLICT,
             VaultError::Locked(_) => exit::LOCKED,

@@ -1,11 +1,12 @@
 //! `secret-core`: the vault itself — validated names and values, envelope encryption,
-//! the SQLite store, the audit chain, policies and the clock. No async runtime and no
+//! the store interface (SQLite here; PostgreSQL in `secret-store-postgres`), the
+//! audit chain, policies and the clock. No async runtime and no
 //! HTTP: everything here is synchronous and called by the adapters above it.
 //!
 //! # Layout
 //!
 //! ```text
-//!  vault (the facade) ──► store (SQLite: every SQL statement, migrations/sqlite)
+//!  vault (the facade) ──► store (StoreTx + Backend traits; store::sqlite: SQL, migrations/sqlite)
 //!    │                ├─► crypto (the only user of age and ring)
 //!    │                ├─► audit (chain encoding, MACs, verification)
 //!    │                ├─► integrity (MACs over labels, versions, tokens, census)
@@ -16,8 +17,11 @@
 //! - [`vault::Vault`] is the facade every adapter calls. It unlocks the vault key,
 //!   applies the versioning rules, and appends one audit entry per operation (in the
 //!   same transaction as a change; committed before a read returns its value).
-//! - [`store`] owns the SQLite file and all SQL; rows stay inside it and at the vault's
-//!   boundary.
+//! - [`store`] is the one interface to where rows live: [`store::StoreTx`] (every row
+//!   operation, object-safe; the vault sees `&Tx<'_>`) and [`store::Backend`] (one
+//!   connection: begin, commit, a second connection, scrub, snapshot). [`store::sqlite`]
+//!   owns the SQLite file and its SQL; the PostgreSQL backend is its own crate, so no
+//!   async runtime reaches this one. Rows stay inside it and at the vault's boundary.
 //! - [`crypto`] wraps the vault key with age and seals values with AES-256-GCM (ring).
 //! - [`audit`] defines the entry encoding, the MAC chain, the sealed head, and
 //!   verification (across key epochs); [`vault`] decides what gets recorded, as an

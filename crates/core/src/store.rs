@@ -1,99 +1,47 @@
-//! The SQLite store: every SQL statement of the crate and the migrations.
+//! The store: one interface over where a vault's rows live, and the row types that
+//! cross it. Two backends implement it: SQLite ([`sqlite`], the embedded default: a
+//! path) and PostgreSQL (the `secret-store-postgres` crate: a `postgres://` URL).
 //!
-//! One file, WAL, `synchronous=FULL` (a confirmed write survives power loss),
-//! `secure_delete` (destroyed ciphertext is zeroed, not just unlinked). Writers take
-//! the lock up front (`BEGIN IMMEDIATE`) with a busy timeout, so concurrent
-//! processes wait briefly instead of failing with "database is locked".
+//! - [`StoreTx`] is every row operation of a transaction (about sixty of them). The
+//!   vault sees it as `&Tx<'_>` (`dyn StoreTx`), so vault code is the same on both.
+//! - [`Backend`] is one connection: it begins, commits and rolls back transactions and
+//!   answers the few questions that differ between backends (where it is, a second
+//!   connection, scrubbing replaced bytes, a snapshot). What one backend cannot do is
+//!   an error that says what to do instead ([`StoreError::Unsupported`]), never a
+//!   silent no-op.
+//! - [`Store`] is what the vault holds: a boxed backend with `write`/`write_with`/`read`
+//!   taking closures over a transaction, committed when they return `Ok`.
 //!
-//! The schema lives in `migrations/NNNN_name.sql`, embedded at build time and applied
-//! in order, with the count recorded in `PRAGMA user_version`.
+//! Every write transaction is serialised against every other writer of the vault,
+//! across processes: SQLite by its write lock (`BEGIN IMMEDIATE`), PostgreSQL by a
+//! transaction-scoped advisory lock taken first (see that crate). The audit chain is
+//! appended only inside one, so it never forks.
 //!
-//! A vault carries `PRAGMA application_id` [`APPLICATION_ID`] from `init` on. Before
-//! anything writes to a file (even the switch to WAL), [`Store::open`] reads its header
-//! and refuses a file that is not a vault — empty, not SQLite, another application's
-//! database — leaving its bytes as they were.
-//!
-//! This module sees rows and domain types; it knows nothing of crypto or the CLI.
+//! Rows stay here and at the vault's boundary; this module knows nothing of crypto.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
-
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::audit::{AuditFilter, Entry, Head, UnkeyedEvent};
 use crate::model::{SecretMeta, VersionNumber};
-use crate::rotation_state::{RunOutcome, RunState, Step, StepStatus, Trigger, UnknownText};
+use crate::rotation_state::{RunOutcome, RunState, Step, StepStatus, Trigger};
 
-/// Embedded migrations, applied in order. Never edit one that has been released.
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_init",
-        include_str!("../../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        "0002_rotation",
-        include_str!("../../../migrations/sqlite/0002_rotation.sql"),
-    ),
-    (
-        "0003_tokens",
-        include_str!("../../../migrations/sqlite/0003_tokens.sql"),
-    ),
-    (
-        "0004_rotation_checks",
-        include_str!("../../../migrations/sqlite/0004_rotation_checks.sql"),
-    ),
-    (
-        "0005_key_epochs",
-        include_str!("../../../migrations/sqlite/0005_key_epochs.sql"),
-    ),
-    (
-        "0006_integrity",
-        include_str!("../../../migrations/sqlite/0006_integrity.sql"),
-    ),
-];
-
-/// `PRAGMA application_id` of a vault: "SCRT" in ASCII. Set by the first migration a
-/// file receives (so at `init`, and on vaults made before it existed at their upgrade).
-pub const APPLICATION_ID: i32 = 0x5343_5254;
-
-/// The tables every vault has had since its first schema: how a vault made before the
-/// application id existed is told from another application's database.
-const VAULT_TABLES: &[&str] = &[
-    "audit_head",
-    "audit_log",
-    "audit_unkeyed",
-    "keyring",
-    "secrets",
-    "vault",
-    "versions",
-];
-
-/// The first bytes of every SQLite database file.
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub mod sqlite;
+pub use sqlite::{recognise, APPLICATION_ID, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the vault at {} has schema version {found}, newer than this build of secret understands \
-         (up to {supported}); upgrade secret, and do not open it with this version again",
-        .path.display()
+        "the vault at {location} has schema version {found}, newer than this build of secret \
+         understands (up to {supported}); upgrade secret, and do not open it with this version again"
     )]
     NewerSchema {
-        path: PathBuf,
+        location: String,
         found: u32,
         supported: u32,
     },
-    #[error("{} is not a secret vault ({reason})", .path.display())]
-    NotAVault { path: PathBuf, reason: String },
-    #[error("the vault is busy: another process held its write lock for more than {} s; try again", BUSY_TIMEOUT.as_secs())]
+    #[error("{location} is not a secret vault ({reason})")]
+    NotAVault { location: String, reason: String },
+    #[error("the vault is busy: another process held its write lock for more than {} s; try again", sqlite::BUSY_TIMEOUT.as_secs())]
     Busy,
     #[error("cannot create {}: {source}", .path.display())]
     Create {
@@ -102,44 +50,35 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// An error of a database server (PostgreSQL), reduced to its text (which carries
+    /// no value: values reach the store sealed).
+    #[error("database error: {0}")]
+    Database(String),
+    /// The vault location is not a usable URL (exit 2). Never holds a password.
+    #[error("{0}")]
+    BadLocation(String),
+    /// The database server cannot be reached or refused the connection (exit 1).
+    #[error("cannot connect to the vault at {location}: {reason}")]
+    Unreachable { location: String, reason: String },
+    /// What this backend cannot do, and what to do instead (exit 2).
+    #[error("{what} is not possible on the vault at {location}: {instead}")]
+    Unsupported {
+        what: &'static str,
+        location: String,
+        instead: &'static str,
+    },
     #[error("corrupt row in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
 }
 
-/// Reduces a SQLite error to the variant a caller can act on.
-fn sqlite_error(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::FromSqlConversionFailure(_, _, inner) = &e {
-        if let Some(unknown) = inner.downcast_ref::<UnknownText>() {
-            return StoreError::Corrupt {
-                table: "rotations",
-                reason: unknown.to_string(),
-            };
-        }
-    }
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Busy
-        }
-        _ => StoreError::Sqlite(e),
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        sqlite_error(e)
-    }
-}
-
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// This connection committed a change (a synced write) since it opened.
-    changed: bool,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Store({})", self.path.display())
+impl StoreError {
+    /// Errors that are the caller's to fix (a bad URL, a command this backend does not
+    /// do): exit 2 rather than 1.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::BadLocation(_) | StoreError::Unsupported { .. }
+        )
     }
 }
 
@@ -325,820 +264,74 @@ pub struct StepRow {
     pub detail: String,
 }
 
-/// A transaction. Every read and write of the vault goes through one.
-pub struct Tx<'a>(rusqlite::Transaction<'a>);
-
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    if dir.as_os_str().is_empty() || dir.exists() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| StoreError::Create {
-            path: dir.to_path_buf(),
-            source,
-        })
+/// Which kind of backend a store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
 }
 
-/// Decides whether the file at `path` is a vault, without writing to it: its header must
-/// carry our application id, or (a vault made before the id existed, or one whose newest
-/// header is still in its WAL) a read-only look must find the id or every vault table.
-/// Anything else — an empty file, text, another application's SQLite database — is
-/// [`StoreError::NotAVault`], and the file is left byte for byte as it was.
-///
-/// Call it only before this process has the file open through SQLite (see
-/// [`Store::open_again`]): it opens and closes the file itself.
-pub fn recognise(path: &Path) -> Result<(), StoreError> {
-    let not_a_vault = |reason: &str| StoreError::NotAVault {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    let mut header = [0u8; 100];
-    let read = {
-        use std::io::Read;
-        let mut file =
-            fs::File::open(path).map_err(|e| not_a_vault(&format!("cannot read it: {e}")))?;
-        let mut read = 0;
-        while read < header.len() {
-            match file.read(&mut header[read..]) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(not_a_vault(&format!("cannot read it: {e}"))),
-            }
-        }
-        read
-    };
-    if read == header.len() && header.starts_with(SQLITE_MAGIC) {
-        let id = i32::from_be_bytes([header[68], header[69], header[70], header[71]]);
-        if id == APPLICATION_ID {
-            return Ok(());
-        }
-        if id != 0 {
-            return Err(not_a_vault(&format!(
-                "it is the SQLite database of another application (application id {id:#010x})"
-            )));
-        }
-    } else {
-        // A vault whose every page is still in its WAL (a process killed before its
-        // first checkpoint) has an empty main file; anything else is not SQLite.
-        let wal_len = fs::metadata(sibling(path, "-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if read > 0 || wal_len == 0 {
-            return Err(not_a_vault(if read == 0 {
-                "the file is empty; create vaults with `secret init`"
-            } else {
-                "not an SQLite database"
-            }));
-        }
-    }
-    recognise_by_schema(path)
+/// How a transaction begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxMode {
+    /// A consistent snapshot; writes nothing.
+    Read,
+    /// Serialised against every other writer of the vault, committed as durable as asked.
+    Write(Durability),
 }
 
-/// The slow half of [`recognise`]: a read-only connection asks SQLite itself for the
-/// application id and the tables. Without a WAL beside the file, the file alone is the
-/// database, and it is opened `immutable` (no locks, no WAL or shm file created); with
-/// one, SQLite must read it too, read-only.
-fn recognise_by_schema(path: &Path) -> Result<(), StoreError> {
-    let not_a_vault = |reason: String| StoreError::NotAVault {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let has_wal = fs::metadata(sibling(path, "-wal")).is_ok_and(|m| m.len() > 0);
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let opened = if has_wal {
-        Connection::open_with_flags(path, flags)
-    } else {
-        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
-    };
-    let conn = opened.map_err(|e| not_a_vault(format!("cannot read it as SQLite: {e}")))?;
-    let looked = (|| {
-        let id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
-        let tables = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, rusqlite::Error>((id, version, tables))
-    })();
-    let (id, version, tables) = looked.map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => not_a_vault("not an SQLite database".into()),
-        _ => not_a_vault(format!("cannot read it as SQLite: {e}")),
-    })?;
-    if id == APPLICATION_ID {
-        return Ok(());
-    }
-    if id != 0 {
-        return Err(not_a_vault(format!(
-            "it is the SQLite database of another application (application id {id:#010x})"
-        )));
-    }
-    let has_vault_tables = VAULT_TABLES.iter().all(|t| tables.iter().any(|n| n == t));
-    if version >= 1 && has_vault_tables {
-        return Ok(());
-    }
-    Err(not_a_vault(if tables.is_empty() {
-        "it is an SQLite database with no vault schema; create vaults with `secret init`".into()
-    } else {
-        "it is an SQLite database of another application (it lacks the vault's tables)".into()
-    }))
-}
+/// Every row operation of one transaction: the whole of the vault's SQL. Object-safe;
+/// the vault sees it as [`Tx`].
+pub trait StoreTx {
+    fn vault_row(&self) -> Result<Option<VaultRow>, StoreError>;
 
-/// A `file:` URI that opens `path` as an immutable database.
-fn immutable_uri(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut uri = String::from("file:");
-    for &b in path.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri.push_str("?immutable=1");
-    uri
-}
-
-/// `path` with `suffix` appended (`vault.db` → `vault.db-wal`).
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-impl Store {
-    /// Creates a new, empty vault file (mode 0600, parent folders 0700) with the schema applied.
-    pub fn create(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent() {
-            create_private_dir(parent)?;
-        }
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| StoreError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        small_lookaside();
-        let result = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(StoreError::from)
-        .and_then(|conn| Self::configure(conn, path))
-        .and_then(|mut store| store.migrate().map(|_| store));
-        if result.is_err() {
-            let _ = fs::remove_file(path);
-        }
-        result
-    }
-
-    /// Opens an existing vault file, applying any migrations it lacks. A file that is
-    /// not a vault is refused before anything writes to it (see [`recognise`]).
-    /// The caller checks that the file exists (to give the "run `secret init`" hint).
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        recognise(path)?;
-        Self::open_again(path)
-    }
-
-    /// Another connection to a vault file this process has open already (and so has
-    /// recognised). It must not read the file itself: closing any descriptor of a file
-    /// drops every POSIX lock the process holds on it, including the locks SQLite holds
-    /// for the open connection; another process (even `sqlite3`) would then think it
-    /// alone has the file, checkpoint, and delete the WAL and shm under it.
-    pub fn open_again(path: &Path) -> Result<Self, StoreError> {
-        small_lookaside();
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        let mut store = Self::configure(conn, path)?;
-        let version = store.user_version()?;
-        if version == 0 {
-            return Err(StoreError::NotAVault {
-                path: path.to_path_buf(),
-                reason: "it has no vault schema; create vaults with `secret init`".into(),
-            });
-        }
-        if version != SCHEMA_VERSION {
-            store.migrate()?;
-        }
-        Ok(store)
-    }
-
-    fn configure(conn: Connection, path: &Path) -> Result<Self, StoreError> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let not_a_vault = |e: rusqlite::Error| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::NotAVault {
-                path: path.to_path_buf(),
-                reason: "not an SQLite database".into(),
-            },
-            _ => sqlite_error(e),
-        };
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(not_a_vault)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NotAVault {
-                path: path.to_path_buf(),
-                reason: format!("cannot switch it to WAL (journal mode {mode})"),
-            });
-        }
-        conn.execute_batch(
-            "PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON;",
-        )?;
-        // Closing is handled in `Drop` (see there), not by SQLite's checkpoint-on-close.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
-        Ok(Self {
-            conn,
-            path: path.to_path_buf(),
-            changed: false,
-        })
-    }
-
-    fn user_version(&self) -> Result<u32, StoreError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
-    }
-
-    /// Applies, in order, every migration the file lacks. Refuses a file from a
-    /// newer build. Idempotent.
-    pub fn migrate(&mut self) -> Result<(), StoreError> {
-        let found = self.user_version()?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: self.path.clone(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Re-read under the lock: another process may have migrated meanwhile.
-            let now: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if now as usize > index {
-                continue;
-            }
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-            tx.pragma_update(None, "user_version", index as u32 + 1)?;
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` in a write transaction taken up front (`BEGIN IMMEDIATE`); commits
-    /// when it returns `Ok`, rolls back otherwise. The commit is fsynced.
-    pub fn write<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.write_with(Durability::Synced, f)
-    }
-
-    /// Like [`Store::write`], choosing whether the commit waits for an fsync.
-    pub fn write_with<T, E: From<StoreError>>(
-        &mut self,
-        durability: Durability,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let relaxed = durability == Durability::Committed;
-        if relaxed {
-            self.conn
-                .pragma_update(None, "synchronous", "NORMAL")
-                .map_err(StoreError::from)?;
-        }
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
-            let tx = Tx(tx);
-            let value = f(&tx)?;
-            tx.0.commit().map_err(StoreError::from)?;
-            Ok(value)
-        })();
-        if result.is_ok() && !relaxed {
-            self.changed = true;
-        }
-        if relaxed {
-            self.conn
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(StoreError::from)?;
-        }
-        result
-    }
-
-    /// Runs `f` in a read transaction (a consistent snapshot).
-    pub fn read<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(StoreError::from)?;
-        let tx = Tx(tx);
-        let value = f(&tx)?;
-        tx.0.commit().map_err(StoreError::from)?;
-        Ok(value)
-    }
-
-    /// Moves every committed page into the main file and truncates the WAL, so old
-    /// page images (e.g. of a destroyed ciphertext) do not linger in it.
-    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    /// A consistent copy of the whole vault as the bytes of one SQLite file, taken with
-    /// SQLite's online backup in a single step: one read transaction, so writers in
-    /// other processes (a running `serve`) neither wait for it nor tear it.
-    pub fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let mut copy = Connection::open_in_memory()?;
-        {
-            let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
-            step_to_completion(&backup)?;
-        }
-        let image = copy.serialize(rusqlite::DatabaseName::Main)?;
-        Ok(image.to_vec())
-    }
-
-    /// Replaces the whole content of the vault at `dest` with this one's, as one write
-    /// transaction on `dest` (SQLite's online backup into it): another process sees the
-    /// old vault or the new, and a crash leaves one or the other. Then folds the WAL
-    /// into the file.
-    pub fn copy_into(&self, dest: &Path) -> Result<(), StoreError> {
-        let mut target = Self::open(dest)?;
-        {
-            let backup = rusqlite::backup::Backup::new(&self.conn, &mut target.conn)?;
-            step_to_completion(&backup)?;
-        }
-        target.changed = true;
-        target.checkpoint_truncate()
-    }
-}
-
-/// Runs an online backup in one step (all pages under one lock), waiting out a busy
-/// peer for at most the busy timeout.
-fn step_to_completion(backup: &rusqlite::backup::Backup<'_, '_>) -> Result<(), StoreError> {
-    use rusqlite::backup::StepResult;
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    loop {
-        match backup.step(-1)? {
-            StepResult::Done => return Ok(()),
-            StepResult::More => {}
-            StepResult::Busy | StepResult::Locked => {
-                if std::time::Instant::now() > deadline {
-                    return Err(StoreError::Busy);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // `StepResult` is non-exhaustive.
-            _ => {}
-        }
-    }
-}
-
-/// Shrinks SQLite's per-connection lookaside allocator from 48 KiB to 8 KiB, once, before
-/// the first connection. SQLite writes through the whole lookaside block when a connection
-/// opens; in a short CLI process those are a dozen fresh pages to fault in before any work
-/// (a `secret get` costs a few hundred microseconds of page faults in all), while statement
-/// memory beyond it comes from the heap the process already touched.
-///
-/// It also turns off SQLite's memory statistics, which take a mutex and update counters
-/// on every allocation (opening a vault parses the whole schema: thousands of them); we
-/// never read them and set no soft heap limit that would need them.
-fn small_lookaside() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: SQLITE_CONFIG_LOOKASIDE takes two ints. Called before any connection
-        // exists; if SQLite was already initialised it returns SQLITE_MISUSE and keeps
-        // its defaults, which is harmless.
-        unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_LOOKASIDE,
-                128 as std::os::raw::c_int,
-                64 as std::os::raw::c_int,
-            );
-        }
-        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int; same timing as above.
-        unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::os::raw::c_int,
-            );
-        }
-    });
-}
-
-/// WAL frames (of a 4 KiB page) a closing connection leaves for the next process.
-const WAL_KEEP_BYTES: u64 = 64 * (4096 + 24);
-
-impl Drop for Store {
-    /// Each CLI command is a short process. SQLite's own checkpoint-on-close would
-    /// cost every command several fsyncs and delete and recreate the WAL; never
-    /// checkpointing is worse, because the next process then rebuilds its WAL index by
-    /// reading every frame. So a connection that changed something folds the WAL into
-    /// the database and truncates it on close (the file alone then holds every change,
-    /// which is what a copy of it needs), while a read-only command leaves a small WAL
-    /// (at most the audit entries of a few reads) for the next process. It does not
-    /// wait for readers (a running `serve`): their own checkpoints take over.
-    /// Durability is unaffected either way: every commit is already in the WAL.
-    fn drop(&mut self) {
-        let wal_len = fs::metadata(sibling(&self.path, "-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if wal_len > 0 && (self.changed || wal_len > WAL_KEEP_BYTES) {
-            let _ = self.conn.busy_timeout(Duration::ZERO);
-            let _ = self.checkpoint_truncate();
-        }
-    }
-}
-
-fn opt_u64(v: Option<i64>) -> Option<u64> {
-    v.map(|n| n as u64)
-}
-
-fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
-    Ok(SecretRow {
-        name: r.get(0)?,
-        description: r.get(1)?,
-        created_at_ms: r.get(2)?,
-        updated_at_ms: r.get(3)?,
-        deleted_at_ms: r.get(4)?,
-        latest_version: r.get::<_, i64>(5)? as u64,
-        current_version: opt_u64(r.get(6)?),
-        pending_version: opt_u64(r.get(7)?),
-        previous_version: opt_u64(r.get(8)?),
-    })
-}
-
-const SECRET_COLUMNS: &str = "name, description, created_at, updated_at, deleted_at, \
-     latest_version, current_version, pending_version, previous_version";
-
-fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-    Ok(Entry {
-        seq: r.get::<_, i64>(0)? as u64,
-        at_ms: r.get(1)?,
-        actor: r.get(2)?,
-        pid: r.get::<_, Option<i64>>(3)?.map(|p| p as u32),
-        action: r.get(4)?,
-        secret: r.get(5)?,
-        version: opt_u64(r.get(6)?),
-        outcome: r.get(7)?,
-        request_id: r.get(8)?,
-        details: r.get(9)?,
-        mac: r.get(10)?,
-    })
-}
-
-const ROTATION_COLUMNS: &str = "id, secret, generator, trigger, state, outcome, old_version, \
-     new_version, started_at, updated_at, finished_at, revoke_after, revoked_at, error, \
-     provider_state, deployments";
-
-/// Column `index` as one of the rotation vocabulary's enums; unknown text is corrupt.
-fn text_column<T: FromStr<Err = UnknownText>>(
-    r: &rusqlite::Row<'_>,
-    index: usize,
-) -> rusqlite::Result<T> {
-    let text: String = r.get(index)?;
-    text.parse().map_err(|e: UnknownText| {
-        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
-    let outcome: Option<String> = r.get(5)?;
-    Ok(RotationRow {
-        id: r.get(0)?,
-        secret: r.get(1)?,
-        generator: r.get(2)?,
-        trigger: text_column(r, 3)?,
-        state: text_column(r, 4)?,
-        outcome: match outcome {
-            Some(text) => Some(text.parse().map_err(|e: UnknownText| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?),
-            None => None,
-        },
-        old_version: opt_u64(r.get(6)?),
-        new_version: opt_u64(r.get(7)?),
-        started_at_ms: r.get(8)?,
-        updated_at_ms: r.get(9)?,
-        finished_at_ms: r.get(10)?,
-        revoke_after_ms: r.get(11)?,
-        revoked_at_ms: r.get(12)?,
-        error: r.get(13)?,
-        provider_state: r.get(14)?,
-        deployments: r.get(15)?,
-    })
-}
-
-const TOKEN_COLUMNS: &str =
-    "id, name, hash, scopes, created_at, expires_at, revoked_at, last_used_at";
-
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
-    let scopes: String = r.get(3)?;
-    Ok(TokenRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        hash: r.get(2)?,
-        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        created_at_ms: r.get(4)?,
-        expires_at_ms: r.get(5)?,
-        revoked_at_ms: r.get(6)?,
-        last_used_at_ms: r.get(7)?,
-    })
-}
-
-const ENTRY_COLUMNS: &str =
-    "seq, at_ms, actor, pid, action, secret, version, outcome, request_id, details, mac";
-
-impl Tx<'_> {
-    // --- vault identity and keyring -------------------------------------------------
-
-    pub fn vault_row(&self) -> Result<Option<VaultRow>, StoreError> {
-        Ok(self
-            .0
-            .query_row(
-                "SELECT vault_id, key_check, created_at FROM vault WHERE id = 1",
-                [],
-                |r| {
-                    Ok(VaultRow {
-                        vault_id: r.get(0)?,
-                        key_check: r.get(1)?,
-                        created_at_ms: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?)
-    }
-
-    pub fn insert_vault_row(&self, row: &VaultRow) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT INTO vault (id, vault_id, key_check, created_at) VALUES (1, ?1, ?2, ?3)",
-            params![row.vault_id, row.key_check, row.created_at_ms],
-        )?;
-        Ok(())
-    }
+    fn insert_vault_row(&self, row: &VaultRow) -> Result<(), StoreError>;
 
     /// The key check of the vault key in force (it changes with every rekey).
-    pub fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT key_check FROM vault WHERE id = 1")?;
-        Ok(stmt.query_row([], |r| r.get(0)).optional()?)
-    }
+    fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
 
-    pub fn set_key_check(&self, key_check: &[u8]) -> Result<(), StoreError> {
-        self.0.execute(
-            "UPDATE vault SET key_check = ?1 WHERE id = 1",
-            params![key_check],
-        )?;
-        Ok(())
-    }
+    fn set_key_check(&self, key_check: &[u8]) -> Result<(), StoreError>;
 
-    pub fn delete_keyring(&self, kind: KeyringKind) -> Result<(), StoreError> {
-        self.0
-            .execute("DELETE FROM keyring WHERE kind = ?1", [kind.as_str()])?;
-        Ok(())
-    }
+    fn delete_keyring(&self, kind: KeyringKind) -> Result<(), StoreError>;
 
     /// The audit keys of retired key epochs, oldest first.
-    pub fn retired_keys(&self) -> Result<Vec<RetiredKeyRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT epoch, retired_at, retired_seq, nonce, audit_key FROM retired_keys ORDER BY epoch",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(RetiredKeyRow {
-                epoch: r.get::<_, i64>(0)? as u64,
-                retired_at_ms: r.get(1)?,
-                retired_seq: r.get::<_, i64>(2)? as u64,
-                nonce: r.get(3)?,
-                sealed_key: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+    fn retired_keys(&self) -> Result<Vec<RetiredKeyRow>, StoreError>;
 
     /// Inserts a retired epoch's key, or re-seals one already kept.
-    pub fn put_retired_key(&self, row: &RetiredKeyRow) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT INTO retired_keys (epoch, retired_at, retired_seq, nonce, audit_key)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (epoch) DO UPDATE SET nonce = excluded.nonce, audit_key = excluded.audit_key",
-            params![
-                row.epoch as i64,
-                row.retired_at_ms,
-                row.retired_seq as i64,
-                row.nonce,
-                row.sealed_key
-            ],
-        )?;
-        Ok(())
-    }
+    fn put_retired_key(&self, row: &RetiredKeyRow) -> Result<(), StoreError>;
 
-    pub fn keyring(&self) -> Result<Vec<KeyringRow>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT kind, recipients, wrapped_key FROM keyring ORDER BY kind")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (kind, recipients, wrapped_key) = row?;
-            let kind = match kind.as_str() {
-                "recipients" => KeyringKind::Recipients,
-                "passphrase" => KeyringKind::Passphrase,
-                other => {
-                    return Err(StoreError::Corrupt {
-                        table: "keyring",
-                        reason: format!("unknown kind {other:?}"),
-                    })
-                }
-            };
-            let recipients = recipients
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect();
-            out.push(KeyringRow {
-                kind,
-                recipients,
-                wrapped_key,
-            });
-        }
-        Ok(out)
-    }
+    fn keyring(&self) -> Result<Vec<KeyringRow>, StoreError>;
 
     /// The MAC over the number of secrets (`None` before a vault's metadata is sealed).
-    pub fn census(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT census FROM vault WHERE id = 1")?;
-        Ok(stmt
-            .query_row([], |r| r.get::<_, Option<Vec<u8>>>(0))
-            .optional()?
-            .flatten())
-    }
+    fn census(&self) -> Result<Option<Vec<u8>>, StoreError>;
 
-    pub fn set_census(&self, mac: &[u8]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("UPDATE vault SET census = ?1 WHERE id = 1")?;
-        stmt.execute([mac])?;
-        Ok(())
-    }
+    fn set_census(&self, mac: &[u8]) -> Result<(), StoreError>;
 
     /// How many secrets (deleted ones too) the vault holds.
-    pub fn count_secrets(&self) -> Result<u64, StoreError> {
-        let mut stmt = self.0.prepare_cached("SELECT count(*) FROM secrets")?;
-        Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
-    }
+    fn count_secrets(&self) -> Result<u64, StoreError>;
 
     /// Every secret's name, in order.
-    pub fn secret_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT name FROM secrets ORDER BY name")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+    fn secret_names(&self) -> Result<Vec<String>, StoreError>;
 
-    pub fn put_keyring(&self, row: &KeyringRow, now_ms: i64) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT INTO keyring (kind, recipients, wrapped_key, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (kind) DO UPDATE SET recipients = excluded.recipients,
-               wrapped_key = excluded.wrapped_key, updated_at = excluded.updated_at",
-            params![row.kind.as_str(), row.recipients.join("\n"), row.wrapped_key, now_ms],
-        )?;
-        Ok(())
-    }
+    fn put_keyring(&self, row: &KeyringRow, now_ms: i64) -> Result<(), StoreError>;
 
-    // --- secrets and versions --------------------------------------------------------
-
-    pub fn secret(&self, name: &str) -> Result<Option<SecretRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {SECRET_COLUMNS} FROM secrets WHERE name = ?1"
-        ))?;
-        Ok(stmt.query_row([name], secret_row).optional()?)
-    }
+    fn secret(&self, name: &str) -> Result<Option<SecretRow>, StoreError>;
 
     /// A secret's row and its metadata MAC (`None` when the MAC is missing).
-    pub fn secret_with_mac(
-        &self,
-        name: &str,
-    ) -> Result<Option<(SecretRow, Option<Mac>)>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {SECRET_COLUMNS}, mac FROM secrets WHERE name = ?1"
-        ))?;
-        Ok(stmt
-            .query_row([name], |r| Ok((secret_row(r)?, r.get(9)?)))
-            .optional()?)
-    }
+    fn secret_with_mac(&self, name: &str) -> Result<Option<(SecretRow, Option<Mac>)>, StoreError>;
 
-    pub fn set_secret_mac(&self, name: &str, mac: &[u8]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("UPDATE secrets SET mac = ?2 WHERE name = ?1")?;
-        stmt.execute(params![name, mac])?;
-        Ok(())
-    }
+    fn set_secret_mac(&self, name: &str, mac: &[u8]) -> Result<(), StoreError>;
 
     /// What the metadata MAC covers of each version of a secret, oldest first.
-    pub fn version_facts(&self, name: &str) -> Result<Vec<VersionFacts>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT version, created_at, destroyed_at,
-                    nonce IS NOT NULL AND ciphertext IS NOT NULL, meta
-             FROM versions WHERE name = ?1 ORDER BY version",
-        )?;
-        let rows = stmt.query_map([name], |r| {
-            Ok(VersionFacts {
-                version: r.get::<_, i64>(0)? as u64,
-                created_at_ms: r.get(1)?,
-                destroyed_at_ms: r.get(2)?,
-                sealed: r.get(3)?,
-                meta: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+    fn version_facts(&self, name: &str) -> Result<Vec<VersionFacts>, StoreError>;
 
     /// Inserts or replaces a secret's row. Its metadata MAC must be renewed after.
-    pub fn save_secret(&self, row: &SecretRow) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "INSERT INTO secrets ({SECRET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (name) DO UPDATE SET description = excluded.description,
-               updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
-               latest_version = excluded.latest_version, current_version = excluded.current_version,
-               pending_version = excluded.pending_version, previous_version = excluded.previous_version"
-        ))?;
-        stmt.execute(params![
-            row.name,
-            row.description,
-            row.created_at_ms,
-            row.updated_at_ms,
-            row.deleted_at_ms,
-            row.latest_version as i64,
-            row.current_version.map(|v| v as i64),
-            row.pending_version.map(|v| v as i64),
-            row.previous_version.map(|v| v as i64),
-        ])?;
-        Ok(())
-    }
+    fn save_secret(&self, row: &SecretRow) -> Result<(), StoreError>;
 
-    pub fn version(
-        &self,
-        name: &str,
-        version: VersionNumber,
-    ) -> Result<Option<VersionRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT version, created_at, nonce, ciphertext, destroyed_at, meta
-             FROM versions WHERE name = ?1 AND version = ?2",
-        )?;
-        Ok(stmt
-            .query_row(params![name, version.get() as i64], |r| {
-                Ok(VersionRow {
-                    version: r.get::<_, i64>(0)? as u64,
-                    created_at_ms: r.get(1)?,
-                    nonce: r.get(2)?,
-                    ciphertext: r.get(3)?,
-                    destroyed_at_ms: r.get(4)?,
-                    meta: r.get(5)?,
-                })
-            })
-            .optional()?)
-    }
+    fn version(&self, name: &str, version: VersionNumber)
+        -> Result<Option<VersionRow>, StoreError>;
 
-    pub fn insert_version(
+    fn insert_version(
         &self,
         name: &str,
         version: VersionNumber,
@@ -1146,141 +339,156 @@ impl Tx<'_> {
         nonce: &[u8],
         ciphertext: &[u8],
         meta: &str,
-    ) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO versions (name, version, created_at, nonce, ciphertext, meta)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        stmt.execute(params![
-            name,
-            version.get() as i64,
-            now_ms,
-            nonce,
-            ciphertext,
-            meta
-        ])?;
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 
     /// Wipes one version's sealed bytes for good.
-    pub fn destroy_version(
+    fn destroy_version(
         &self,
         name: &str,
         version: VersionNumber,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.0.execute(
-            "UPDATE versions SET nonce = NULL, ciphertext = NULL, destroyed_at = ?3
-             WHERE name = ?1 AND version = ?2",
-            params![name, version.get() as i64, now_ms],
-        )?;
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 
     /// How many versions still hold sealed bytes (not destroyed).
-    pub fn count_sealed_versions(&self) -> Result<u64, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT COUNT(*) FROM versions WHERE ciphertext IS NOT NULL")?;
-        Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
-    }
+    fn count_sealed_versions(&self) -> Result<u64, StoreError>;
 
     /// The next `limit` versions holding sealed bytes after `(name, version)` (from the
     /// start when `None`), in (name, version) order: a rekey or a proof walks every
     /// sealed version a page at a time.
-    pub fn sealed_versions_after(
+    fn sealed_versions_after(
         &self,
         after: Option<(&str, u64)>,
         limit: u64,
-    ) -> Result<Vec<SealedVersion>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT name, version, nonce, ciphertext FROM versions
-             WHERE ciphertext IS NOT NULL AND nonce IS NOT NULL
-               AND (?1 IS NULL OR (name, version) > (?1, ?2))
-             ORDER BY name, version LIMIT ?3",
-        )?;
-        let (name, version) = match after {
-            Some((n, v)) => (Some(n), v as i64),
-            None => (None, 0),
-        };
-        let rows = stmt.query_map(
-            params![name, version, limit.min(i64::MAX as u64) as i64],
-            |r| {
-                Ok(SealedVersion {
-                    name: r.get(0)?,
-                    version: r.get::<_, i64>(1)? as u64,
-                    nonce: r.get(2)?,
-                    ciphertext: r.get(3)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+    ) -> Result<Vec<SealedVersion>, StoreError>;
 
     /// Replaces one version's sealed bytes (a rekey re-encrypting it).
-    pub fn reseal_version(
+    fn reseal_version(
         &self,
         name: &str,
         version: u64,
         nonce: &[u8],
         ciphertext: &[u8],
-    ) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "UPDATE versions SET nonce = ?3, ciphertext = ?4
-             WHERE name = ?1 AND version = ?2 AND ciphertext IS NOT NULL",
-        )?;
-        let n = stmt.execute(params![name, version as i64, nonce, ciphertext])?;
-        if n != 1 {
-            return Err(StoreError::Corrupt {
-                table: "versions",
-                reason: format!("version {version} of {name} vanished while it was re-encrypted"),
-            });
-        }
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 
     /// Versions of one secret, oldest first, without their sealed bytes.
-    pub fn versions_of(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT version, created_at, destroyed_at, meta FROM versions WHERE name = ?1 ORDER BY version",
-        )?;
-        let rows = stmt.query_map([name], |r| {
-            Ok(VersionRow {
-                version: r.get::<_, i64>(0)? as u64,
-                created_at_ms: r.get(1)?,
-                nonce: None,
-                ciphertext: None,
-                destroyed_at_ms: r.get(2)?,
-                meta: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+    fn versions_of(&self, name: &str) -> Result<Vec<VersionRow>, StoreError>;
 
     /// Every secret's metadata, by name.
-    pub fn list_secrets(&self, include_deleted: bool) -> Result<Vec<SecretMeta>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT s.name, s.description, s.created_at, s.updated_at, s.deleted_at,
-                    s.latest_version, s.current_version, s.pending_version, s.previous_version,
-                    (SELECT COUNT(*) FROM versions v WHERE v.name = s.name AND v.destroyed_at IS NULL)
-             FROM secrets s WHERE ?1 OR s.deleted_at IS NULL ORDER BY s.name",
-        )?;
-        let rows = stmt.query_map([include_deleted], |r| {
-            let row = secret_row(r)?;
-            Ok(SecretMeta {
-                name: row.name,
-                description: row.description,
-                created_at_ms: row.created_at_ms,
-                updated_at_ms: row.updated_at_ms,
-                deleted_at_ms: row.deleted_at_ms,
-                latest_version: row.latest_version,
-                current_version: row.current_version,
-                pending_version: row.pending_version,
-                previous_version: row.previous_version,
-                live_versions: r.get::<_, i64>(9)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    fn list_secrets(&self, include_deleted: bool) -> Result<Vec<SecretMeta>, StoreError>;
+
+    fn save_rotation(&self, row: &RotationRow) -> Result<(), StoreError>;
+
+    fn rotation(&self, id: &str) -> Result<Option<RotationRow>, StoreError>;
+
+    /// Rotations, newest first, optionally of one secret.
+    fn rotations(&self, secret: Option<&str>, limit: u64) -> Result<Vec<RotationRow>, StoreError>;
+
+    /// Rotations still in progress or waiting for their revoke step, oldest first.
+    fn open_rotations(&self) -> Result<Vec<RotationRow>, StoreError>;
+
+    /// The id of a rotation of `secret` that is running or interrupted (not one that
+    /// only waits for its revoke step).
+    fn rotation_in_progress(&self, secret: &str) -> Result<Option<String>, StoreError>;
+
+    fn insert_step(
+        &self,
+        rotation_id: &str,
+        step: Step,
+        status: StepStatus,
+        at_ms: i64,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+
+    fn steps(&self, rotation_id: &str) -> Result<Vec<StepRow>, StoreError>;
+
+    fn savepoint(&self) -> Result<(), StoreError>;
+
+    fn release(&self) -> Result<(), StoreError>;
+
+    fn rollback_to_savepoint(&self) -> Result<(), StoreError>;
+
+    fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError>;
+
+    fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError>;
+
+    fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Revokes every token not yet revoked; returns how many.
+    fn revoke_all_tokens(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// A token's metadata MAC (`None` when missing or the token does not exist).
+    fn token_mac(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    fn set_token_mac(&self, id: &str, mac: &[u8]) -> Result<(), StoreError>;
+
+    fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// The current holder of a lock and when its lease ends.
+    fn lock(&self, name: &str) -> Result<Option<(String, i64)>, StoreError>;
+
+    fn put_lock(&self, name: &str, holder: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+
+    fn delete_lock(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    fn audit_head(&self) -> Result<Option<Head>, StoreError>;
+
+    /// The first and last sequence numbers in the log, and the MAC of entry `seq`:
+    /// what the sealed head is checked against before each append. Each is one
+    /// index lookup (SQLite answers a lone min() or max() from the b-tree's edge).
+    fn audit_bounds(&self, seq: u64) -> Result<AuditBounds, StoreError>;
+
+    /// Appends one entry and moves the head to it.
+    fn append_audit(&self, entry: &Entry, head: &Head) -> Result<(), StoreError>;
+
+    /// Moves the head record (a rekey re-seals it under the new audit key).
+    fn set_audit_head(&self, head: &Head) -> Result<(), StoreError>;
+
+    /// The entry with sequence number `seq`.
+    fn audit_entry(&self, seq: u64) -> Result<Option<Entry>, StoreError>;
+
+    /// Entries matching a filter, oldest first (the newest `limit` when limited).
+    fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<Entry>, StoreError>;
+
+    /// Records an event that happened before the vault key was available.
+    fn insert_unkeyed(&self, event: &UnkeyedEvent) -> Result<(), StoreError>;
+
+    fn has_unkeyed(&self) -> Result<bool, StoreError>;
+
+    /// Removes and returns every unkeyed event, oldest first.
+    fn take_unkeyed(&self) -> Result<Vec<UnkeyedEvent>, StoreError>;
+
+    /// Up to `limit` entries with a sequence number above `after`, in order.
+    fn audit_page(&self, after: u64, limit: u64) -> Result<Vec<Entry>, StoreError>;
+
+    /// Deletes one version row (pruning).
+    fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError>;
+}
+
+/// A transaction. Every read and write of the vault goes through one.
+pub type Tx<'a> = dyn StoreTx + 'a;
+
+/// Entries per page when the whole log is walked.
+const AUDIT_PAGE: u64 = 1024;
+
+impl<'a> dyn StoreTx + 'a {
+    /// Calls `f` on every entry in sequence order, stopping at its first error.
+    pub fn for_each_audit<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut after = 0;
+        loop {
+            let page = self.audit_page(after, AUDIT_PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.seq;
+            for entry in page {
+                f(entry)?;
+            }
+        }
     }
 
     /// Removes the oldest versions that carry no label, keeping `keep` versions in all.
@@ -1299,825 +507,162 @@ impl Tx<'_> {
             .filter(|v| !labelled.contains(v))
             .take(excess as usize)
             .collect();
-        let mut stmt = self
-            .0
-            .prepare_cached("DELETE FROM versions WHERE name = ?1 AND version = ?2")?;
         for v in &doomed {
-            stmt.execute(params![name, *v as i64])?;
+            self.delete_version(name, *v)?;
         }
         Ok(doomed)
     }
+}
 
-    // --- rotations ---------------------------------------------------------------------
-
-    pub fn save_rotation(&self, row: &RotationRow) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "INSERT INTO rotations ({ROTATION_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, outcome = excluded.outcome,
-               old_version = excluded.old_version, new_version = excluded.new_version,
-               updated_at = excluded.updated_at, finished_at = excluded.finished_at,
-               revoke_after = excluded.revoke_after, revoked_at = excluded.revoked_at,
-               error = excluded.error, provider_state = excluded.provider_state,
-               deployments = excluded.deployments"
-        ))?;
-        stmt.execute(params![
-            row.id,
-            row.secret,
-            row.generator,
-            row.trigger.as_str(),
-            row.state.as_str(),
-            row.outcome.map(RunOutcome::as_str),
-            row.old_version.map(|v| v as i64),
-            row.new_version.map(|v| v as i64),
-            row.started_at_ms,
-            row.updated_at_ms,
-            row.finished_at_ms,
-            row.revoke_after_ms,
-            row.revoked_at_ms,
-            row.error,
-            row.provider_state,
-            row.deployments,
-        ])?;
-        Ok(())
-    }
-
-    pub fn rotation(&self, id: &str) -> Result<Option<RotationRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {ROTATION_COLUMNS} FROM rotations WHERE id = ?1"
-        ))?;
-        Ok(stmt.query_row([id], rotation_row).optional()?)
-    }
-
-    /// Rotations, newest first, optionally of one secret.
-    pub fn rotations(
-        &self,
-        secret: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<RotationRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {ROTATION_COLUMNS} FROM rotations WHERE (?1 IS NULL OR secret = ?1)
-             ORDER BY started_at DESC, id DESC LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(
-            params![secret, limit.min(i64::MAX as u64) as i64],
-            rotation_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Rotations still in progress or waiting for their revoke step, oldest first.
-    pub fn open_rotations(&self) -> Result<Vec<RotationRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {ROTATION_COLUMNS} FROM rotations
-             WHERE state NOT IN ('done', 'rolled_back', 'failed') ORDER BY started_at, id"
-        ))?;
-        let rows = stmt.query_map([], rotation_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The id of a rotation of `secret` that is running or interrupted (not one that
-    /// only waits for its revoke step).
-    pub fn rotation_in_progress(&self, secret: &str) -> Result<Option<String>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT id FROM rotations WHERE secret = ?1
-             AND state NOT IN ('done', 'rolled_back', 'failed', 'grace') LIMIT 1",
-        )?;
-        Ok(stmt.query_row([secret], |r| r.get(0)).optional()?)
-    }
-
-    pub fn insert_step(
-        &self,
-        rotation_id: &str,
-        step: Step,
-        status: StepStatus,
-        at_ms: i64,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO rotation_steps (rotation_id, seq, step, status, at_ms, detail)
-             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rotation_steps WHERE rotation_id = ?1),
-                     ?2, ?3, ?4, ?5)",
-        )?;
-        stmt.execute(params![
-            rotation_id,
-            step.as_str(),
-            status.as_str(),
-            at_ms,
-            detail
-        ])?;
-        Ok(())
-    }
-
-    pub fn steps(&self, rotation_id: &str) -> Result<Vec<StepRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT seq, step, status, at_ms, detail FROM rotation_steps
-             WHERE rotation_id = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([rotation_id], |r| {
-            Ok(StepRow {
-                seq: r.get::<_, i64>(0)? as u64,
-                step: text_column(r, 1)?,
-                status: text_column(r, 2)?,
-                at_ms: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    // --- savepoints: several operations in one transaction, each undone alone ----------
-
-    pub fn savepoint(&self) -> Result<(), StoreError> {
-        self.0.execute_batch("SAVEPOINT op")?;
-        Ok(())
-    }
-
-    pub fn release(&self) -> Result<(), StoreError> {
-        self.0.execute_batch("RELEASE op")?;
-        Ok(())
-    }
-
-    pub fn rollback_to_savepoint(&self) -> Result<(), StoreError> {
-        self.0.execute_batch("ROLLBACK TO op; RELEASE op")?;
-        Ok(())
-    }
-
-    // --- tokens ------------------------------------------------------------------------
-
-    pub fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at, revoked_at, last_used_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                row.id,
-                row.name,
-                row.hash,
-                serde_json::to_string(&row.scopes).unwrap_or_else(|_| "[]".into()),
-                row.created_at_ms,
-                row.expires_at_ms,
-                row.revoked_at_ms,
-                row.last_used_at_ms
-            ],
-        )?;
-        Ok(())
-    }
-
-    pub fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?;
-        Ok(stmt.query_row([id], token_row).optional()?)
-    }
-
-    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([], token_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let n = self.0.execute(
-            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now_ms],
-        )?;
-        Ok(n > 0)
-    }
-
-    /// Revokes every token not yet revoked; returns how many.
-    pub fn revoke_all_tokens(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let n = self.0.execute(
-            "UPDATE tokens SET revoked_at = ?1 WHERE revoked_at IS NULL",
-            params![now_ms],
-        )?;
-        Ok(n as u64)
-    }
-
-    /// A token's metadata MAC (`None` when missing or the token does not exist).
-    pub fn token_mac(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT mac FROM tokens WHERE id = ?1")?;
-        Ok(stmt
-            .query_row([id], |r| r.get::<_, Option<Vec<u8>>>(0))
-            .optional()?
-            .flatten())
-    }
-
-    pub fn set_token_mac(&self, id: &str, mac: &[u8]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("UPDATE tokens SET mac = ?2 WHERE id = ?1")?;
-        stmt.execute(params![id, mac])?;
-        Ok(())
-    }
-
-    pub fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")?;
-        stmt.execute(params![id, now_ms])?;
-        Ok(())
-    }
-
-    // --- locks -------------------------------------------------------------------------
-
-    /// The current holder of a lock and when its lease ends.
-    pub fn lock(&self, name: &str) -> Result<Option<(String, i64)>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT holder, expires_at FROM locks WHERE name = ?1")?;
-        Ok(stmt
-            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
-    }
-
-    pub fn put_lock(&self, name: &str, holder: &str, expires_at_ms: i64) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT INTO locks (name, holder, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-            params![name, holder, expires_at_ms],
-        )?;
-        Ok(())
-    }
-
-    pub fn delete_lock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        self.0.execute(
-            "DELETE FROM locks WHERE name = ?1 AND holder = ?2",
-            params![name, holder],
-        )?;
-        Ok(())
-    }
-
-    // --- audit -----------------------------------------------------------------------
-
-    pub fn audit_head(&self) -> Result<Option<Head>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT seq, mac, seal FROM audit_head WHERE id = 1")?;
-        Ok(stmt
-            .query_row([], |r| {
-                Ok(Head {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    mac: r.get(1)?,
-                    seal: r.get(2)?,
-                })
-            })
-            .optional()?)
-    }
-
-    /// The first and last sequence numbers in the log, and the MAC of entry `seq`:
-    /// what the sealed head is checked against before each append. Each is one
-    /// index lookup (SQLite answers a lone min() or max() from the b-tree's edge).
-    pub fn audit_bounds(&self, seq: u64) -> Result<AuditBounds, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT (SELECT min(seq) FROM audit_log), (SELECT max(seq) FROM audit_log),
-                    (SELECT mac FROM audit_log WHERE seq = ?1)",
-        )?;
-        Ok(stmt.query_row([seq as i64], |r| {
-            Ok(AuditBounds {
-                first: opt_u64(r.get(0)?),
-                last: opt_u64(r.get(1)?),
-                mac_at: r.get(2)?,
-            })
-        })?)
-    }
-
-    /// Appends one entry and moves the head to it.
-    pub fn append_audit(&self, entry: &Entry, head: &Head) -> Result<(), StoreError> {
-        let mut insert = self.0.prepare_cached(&format!(
-            "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-        ))?;
-        insert.execute(params![
-            entry.seq as i64,
-            entry.at_ms,
-            entry.actor,
-            entry.pid.map(i64::from),
-            entry.action,
-            entry.secret,
-            entry.version.map(|v| v as i64),
-            entry.outcome,
-            entry.request_id,
-            entry.details,
-            entry.mac,
-        ])?;
-        let mut head_stmt = self.0.prepare_cached(
-            "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
-        )?;
-        head_stmt.execute(params![head.seq as i64, head.mac, head.seal])?;
-        Ok(())
-    }
-
-    /// Moves the head record (a rekey re-seals it under the new audit key).
-    pub fn set_audit_head(&self, head: &Head) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO audit_head (id, seq, mac, seal) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal",
-        )?;
-        stmt.execute(params![head.seq as i64, head.mac, head.seal])?;
-        Ok(())
-    }
-
-    /// The entry with sequence number `seq`.
-    pub fn audit_entry(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq = ?1"
-        ))?;
-        Ok(stmt.query_row([seq as i64], entry_row).optional()?)
-    }
-
-    /// Calls `f` on every entry in sequence order, stopping at its first error.
-    pub fn for_each_audit<E: From<StoreError>>(
-        &self,
-        mut f: impl FnMut(Entry) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut stmt = self
-            .0
-            .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM audit_log ORDER BY seq"
-            ))
-            .map_err(StoreError::from)?;
-        let mut rows = stmt.query([]).map_err(StoreError::from)?;
-        while let Some(row) = rows.next().map_err(StoreError::from)? {
-            f(entry_row(row).map_err(StoreError::from)?)?;
-        }
-        Ok(())
-    }
-
-    /// Entries matching a filter, oldest first (the newest `limit` when limited).
-    pub fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<Entry>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&format!(
-            "SELECT * FROM (
-               SELECT {ENTRY_COLUMNS} FROM audit_log
-               WHERE (?1 IS NULL OR secret = ?1)
-                 AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%')
-                 AND (?3 IS NULL OR actor = ?3 OR actor = 'user:' || ?3 OR actor = 'token:' || ?3)
-                 AND (?4 IS NULL OR at_ms >= ?4)
-                 AND (?6 IS NULL OR seq < ?6)
-               ORDER BY seq DESC LIMIT ?5)
-             ORDER BY seq"
-        ))?;
-        let limit = filter
-            .limit
-            .map(|l| l.min(i64::MAX as u64) as i64)
-            .unwrap_or(-1);
-        let rows = stmt.query_map(
-            params![
-                filter.secret,
-                filter.action,
-                filter.actor,
-                filter.since_ms,
-                limit,
-                filter.before_seq.map(|s| s.min(i64::MAX as u64) as i64)
-            ],
-            entry_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Records an event that happened before the vault key was available.
-    pub fn insert_unkeyed(&self, event: &UnkeyedEvent) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT INTO audit_unkeyed (at_ms, actor, pid, action, outcome, request_id, details)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                event.at_ms,
-                event.actor,
-                event.pid.map(i64::from),
-                event.action,
-                event.outcome,
-                event.request_id,
-                event.details
-            ],
-        )?;
-        Ok(())
-    }
-
-    pub fn has_unkeyed(&self) -> Result<bool, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_unkeyed)")?;
-        Ok(stmt.query_row([], |r| r.get(0))?)
-    }
-
-    /// Removes and returns every unkeyed event, oldest first.
-    pub fn take_unkeyed(&self) -> Result<Vec<UnkeyedEvent>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT at_ms, actor, pid, action, outcome, request_id, details
-             FROM audit_unkeyed ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(UnkeyedEvent {
-                at_ms: r.get(0)?,
-                actor: r.get(1)?,
-                pid: r.get::<_, Option<i64>>(2)?.map(|p| p as u32),
-                action: r.get(3)?,
-                outcome: r.get(4)?,
-                request_id: r.get(5)?,
-                details: r.get(6)?,
-            })
-        })?;
-        let events = rows.collect::<Result<Vec<_>, _>>()?;
-        self.0.execute("DELETE FROM audit_unkeyed", [])?;
-        Ok(events)
+/// One connection to a vault, of either backend.
+pub trait Backend: Send {
+    fn kind(&self) -> BackendKind;
+    /// Where the vault is, for messages: a path, or a URL without its password.
+    fn location(&self) -> String;
+    /// The schema version the vault is at (after the migrations this build applied).
+    fn schema_version(&self) -> u32;
+    /// Begins a transaction: a write waits for (and then excludes) every other writer.
+    fn begin(&mut self, mode: TxMode) -> Result<(), StoreError>;
+    /// The row operations of the transaction begun.
+    fn tx(&self) -> &Tx<'_>;
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Undoes the transaction begun (best effort: the error that led here is reported).
+    fn rollback(&mut self);
+    /// A second connection to the same vault, for another thread of this process.
+    fn another(&self) -> Result<Box<dyn Backend>, StoreError>;
+    /// After a destroy or a re-wrapped key: makes the store drop the old bytes from
+    /// where it keeps replaced pages (SQLite: folds and truncates the WAL;
+    /// PostgreSQL: VACUUMs the tables that held them).
+    fn scrub(&self) -> Result<(), StoreError>;
+    /// A consistent copy of the whole vault as the bytes of one SQLite file.
+    fn snapshot(&self) -> Result<Vec<u8>, StoreError>;
+    /// The SQLite connection, for what only a vault file does (restore's copy).
+    fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
+        None
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What the vault holds: one connection of either backend.
+pub struct Store {
+    backend: Box<dyn Backend>,
+}
 
-    fn tables(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    }
-
-    #[test]
-    fn migrations_apply_to_an_empty_database_and_reapply_idempotently() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
-        let store = Store::create(&path).unwrap();
-        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
-        let before = tables(&store.conn);
-        assert!(before.contains(&"secrets".to_string()));
-        assert!(before.contains(&"audit_log".to_string()));
-        drop(store);
-        let mut store = Store::open(&path).unwrap();
-        store.migrate().unwrap();
-        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(tables(&store.conn), before);
-    }
-
-    fn rotation(id: &str, state: RunState, trigger: Trigger) -> RotationRow {
-        RotationRow::begun(
-            id.into(),
-            "S".into(),
-            "random".into(),
-            trigger,
-            state,
-            None,
-            1,
-        )
-    }
-
-    #[test]
-    fn the_rotation_checks_accept_every_known_text_and_refuse_any_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::create(&dir.path().join("v.db")).unwrap();
-        store
-            .write(|tx| {
-                for (i, state) in RunState::ALL.iter().enumerate() {
-                    let trigger = Trigger::ALL[i % Trigger::ALL.len()];
-                    let mut row = rotation(&format!("rot_{i}"), *state, trigger);
-                    row.outcome = Some(RunOutcome::ALL[i % RunOutcome::ALL.len()]);
-                    tx.save_rotation(&row)?;
-                }
-                for step in Step::ALL {
-                    for status in StepStatus::ALL {
-                        tx.insert_step("rot_0", *step, *status, 1, "{}")?;
-                    }
-                }
-                Ok::<_, StoreError>(())
-            })
-            .unwrap();
-        let steps = store.read(|tx| tx.steps("rot_0")).unwrap();
-        assert_eq!(steps.len(), Step::ALL.len() * StepStatus::ALL.len());
-        for (column, bad) in [("state", "running"), ("trigger", "cron"), ("outcome", "ok")] {
-            let sql = format!("UPDATE rotations SET {column} = ?1 WHERE id = 'rot_0'");
-            let err = store.conn.execute(&sql, [bad]).unwrap_err();
-            assert!(err.to_string().contains("CHECK"), "{column}: {err}");
-        }
-        for (column, bad) in [("step", "mint"), ("status", "done")] {
-            let sql =
-                format!("UPDATE rotation_steps SET {column} = ?1 WHERE rotation_id = 'rot_0'");
-            let err = store.conn.execute(&sql, [bad]).unwrap_err();
-            assert!(err.to_string().contains("CHECK"), "{column}: {err}");
-        }
-    }
-
-    #[test]
-    fn an_unknown_state_that_got_past_the_checks_reads_as_a_corrupt_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::create(&dir.path().join("v.db")).unwrap();
-        store
-            .write(|tx| tx.save_rotation(&rotation("rot_x", RunState::Push, Trigger::Manual)))
-            .unwrap();
-        store
-            .conn
-            .execute_batch(
-                "PRAGMA ignore_check_constraints = ON;
-                 UPDATE rotations SET state = 'pushing' WHERE id = 'rot_x';",
-            )
-            .unwrap();
-        let err = store.read(|tx| tx.rotation("rot_x")).unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Corrupt { table: "rotations", reason } if reason.contains("pushing")),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn every_earlier_schema_version_migrates_to_the_latest() {
-        for start in 0..SCHEMA_VERSION {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("v.db");
-            {
-                let conn = Connection::open(&path).unwrap();
-                for (_, sql) in &MIGRATIONS[..start as usize] {
-                    conn.execute_batch(sql).unwrap();
-                }
-                conn.pragma_update(None, "user_version", start).unwrap();
-                if start >= 2 {
-                    // A rotation recorded before the CHECKs survives their migration.
-                    conn.execute_batch(
-                        "PRAGMA foreign_keys = ON;
-                         INSERT INTO rotations (id, secret, generator, trigger, state, outcome,
-                             started_at, updated_at)
-                         VALUES ('rot_a', 'S', 'random', 'api', 'grace', 'finished', 1, 2);
-                         INSERT INTO rotation_steps VALUES ('rot_a', 1, 'request', 'ok', 1, '{}');
-                         INSERT INTO rotation_steps VALUES ('rot_a', 2, 'finish', 'ok', 2, '{}');",
-                    )
-                    .unwrap();
-                }
-            }
-            let conn = Connection::open(&path).unwrap();
-            let mut store = Store::configure(conn, &path).unwrap();
-            store.migrate().unwrap();
-            assert_eq!(
-                store.user_version().unwrap(),
-                SCHEMA_VERSION,
-                "from {start}"
-            );
-            if start >= 2 {
-                let row = store.read(|tx| tx.rotation("rot_a")).unwrap().unwrap();
-                assert_eq!(
-                    (row.state, row.outcome, row.trigger),
-                    (RunState::Grace, Some(RunOutcome::Finished), Trigger::Api)
-                );
-                let steps = store.read(|tx| tx.steps("rot_a")).unwrap();
-                assert_eq!(
-                    steps.iter().map(|s| s.step).collect::<Vec<_>>(),
-                    [Step::Request, Step::Finish]
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
-        drop(Store::create(&path).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 99)
-            .unwrap();
-        let err = Store::open(&path).unwrap_err();
-        assert!(
-            matches!(err, StoreError::NewerSchema { found: 99, .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("upgrade secret"));
-    }
-
-    #[test]
-    fn files_are_private_and_wal_is_on() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/deeper/v.db");
-        let store = Store::create(&path).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
-        let journal: String = store
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(journal, "wal");
-        let sync: i64 = store
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(sync, 2, "synchronous=FULL");
-    }
-
-    fn vault_row(id: u8) -> VaultRow {
-        VaultRow {
-            vault_id: vec![id; 16],
-            key_check: vec![id; 32],
-            created_at_ms: 1,
-        }
-    }
-
-    #[test]
-    fn a_snapshot_is_a_whole_database_and_copy_into_replaces_another() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.db");
-        let b = dir.path().join("b.db");
-        let mut store_a = Store::create(&a).unwrap();
-        store_a
-            .write(|tx| tx.insert_vault_row(&vault_row(1)))
-            .unwrap();
-        let mut store_b = Store::create(&b).unwrap();
-        store_b
-            .write(|tx| tx.insert_vault_row(&vault_row(2)))
-            .unwrap();
-
-        let image = store_a.snapshot().unwrap();
-        assert!(image.starts_with(b"SQLite format 3\0"));
-        let copy = dir.path().join("copy.db");
-        fs::write(&copy, &image).unwrap();
-        let mut from_image = Store::open(&copy).unwrap();
-        let row = from_image.read(|tx| tx.vault_row()).unwrap().unwrap();
-        assert_eq!(row.vault_id, vec![1; 16]);
-
-        drop(store_b);
-        store_a.copy_into(&b).unwrap();
-        let mut store_b = Store::open(&b).unwrap();
-        let row = store_b.read(|tx| tx.vault_row()).unwrap().unwrap();
-        assert_eq!(row.vault_id, vec![1; 16]);
-        assert_eq!(store_b.user_version().unwrap(), SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn sealed_versions_come_a_page_at_a_time_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::create(&dir.path().join("v.db")).unwrap();
-        store
-            .write(|tx| {
-                for name in ["B", "A"] {
-                    tx.save_secret(&SecretRow {
-                        name: name.into(),
-                        description: None,
-                        created_at_ms: 0,
-                        updated_at_ms: 0,
-                        deleted_at_ms: None,
-                        latest_version: 3,
-                        current_version: Some(3),
-                        pending_version: None,
-                        previous_version: Some(2),
-                    })?;
-                    for v in 1..=3 {
-                        let n = VersionNumber::new(v).unwrap();
-                        tx.insert_version(name, n, 0, &[v as u8; 12], b"ct", "{}")?;
-                    }
-                }
-                tx.destroy_version("A", VersionNumber::new(2).unwrap(), 1)
-            })
-            .unwrap();
-        let mut seen = vec![];
-        store
-            .read(|tx| {
-                assert_eq!(tx.count_sealed_versions()?, 5);
-                let mut after: Option<(String, u64)> = None;
-                loop {
-                    let page =
-                        tx.sealed_versions_after(after.as_ref().map(|(n, v)| (n.as_str(), *v)), 2)?;
-                    let Some(last) = page.last() else { break };
-                    after = Some((last.name.clone(), last.version));
-                    seen.extend(page.iter().map(|s| format!("{}{}", s.name, s.version)));
-                }
-                Ok::<_, StoreError>(())
-            })
-            .unwrap();
-        assert_eq!(seen, ["A1", "A3", "B1", "B2", "B3"]);
-    }
-
-    #[test]
-    fn garbage_files_are_not_vaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
-        fs::write(
-            &path,
-            b"this is not sqlite at all, just some text padding it out....",
-        )
-        .unwrap();
-        assert!(matches!(
-            Store::open(&path),
-            Err(StoreError::NotAVault { .. })
-        ));
-        let empty = dir.path().join("e.db");
-        Connection::open(&empty)
-            .unwrap()
-            .execute_batch("CREATE TABLE t (x)")
-            .unwrap();
-        assert!(matches!(
-            Store::open(&empty),
-            Err(StoreError::NotAVault { .. })
-        ));
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.backend.location())
     }
 }
 
-#[cfg(test)]
-mod recognise_tests {
-    use super::*;
-
-    fn header_id(path: &Path) -> Option<i32> {
-        let bytes = fs::read(path).unwrap();
-        (bytes.len() >= 72)
-            .then(|| i32::from_be_bytes([bytes[68], bytes[69], bytes[70], bytes[71]]))
+impl Store {
+    pub fn new(backend: Box<dyn Backend>) -> Self {
+        Self { backend }
     }
 
-    #[test]
-    fn a_vault_whose_newest_header_is_still_in_its_wal_is_recognised() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
-        // Migrations alone leave their pages in the WAL (no checkpoint on close).
-        drop(Store::create(&path).unwrap());
-        assert!(fs::metadata(sibling(&path, "-wal")).unwrap().len() > 0);
-        assert_ne!(
-            header_id(&path),
-            Some(APPLICATION_ID),
-            "the slow path is under test"
-        );
-        recognise(&path).unwrap();
-        let store = Store::open(&path).unwrap();
-        store.checkpoint_truncate().unwrap();
-        drop(store);
-        assert_eq!(header_id(&path), Some(APPLICATION_ID));
-        recognise(&path).unwrap();
+    /// Creates a new, empty SQLite vault file (mode 0600, parent folders 0700) with the
+    /// schema applied.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self::new(Box::new(sqlite::SqliteStore::create(path)?)))
     }
 
-    #[test]
-    fn a_vault_made_before_the_application_id_is_recognised_by_its_tables_and_gets_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            for (_, sql) in &MIGRATIONS[..4] {
-                conn.execute_batch(sql).unwrap();
+    /// Opens an existing SQLite vault file, applying any migrations it lacks. A file
+    /// that is not a vault is refused before anything writes to it (see [`recognise`]).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self::new(Box::new(sqlite::SqliteStore::open(path)?)))
+    }
+
+    /// Another connection to a vault file this process has open already (see
+    /// [`sqlite::SqliteStore::open_again`]).
+    pub fn open_again(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self::new(Box::new(sqlite::SqliteStore::open_again(path)?)))
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn schema_version(&self) -> u32 {
+        self.backend.schema_version()
+    }
+
+    /// A second connection to the same vault.
+    pub fn another(&self) -> Result<Store, StoreError> {
+        Ok(Self::new(self.backend.another()?))
+    }
+
+    /// Runs `f` in a write transaction; commits when it returns `Ok`, rolls back
+    /// otherwise. The commit is durable (fsynced) before this returns.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.write_with(Durability::Synced, f)
+    }
+
+    /// Like [`Store::write`], choosing whether the commit waits for durability.
+    pub fn write_with<T, E: From<StoreError>>(
+        &mut self,
+        durability: Durability,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(TxMode::Write(durability), f)
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(TxMode::Read, f)
+    }
+
+    fn run<T, E: From<StoreError>>(
+        &mut self,
+        mode: TxMode,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.backend.begin(mode)?;
+        match f(self.backend.tx()) {
+            Ok(value) => {
+                self.backend.commit()?;
+                Ok(value)
             }
-            conn.pragma_update(None, "user_version", 4).unwrap();
-        }
-        assert_eq!(header_id(&path), Some(0));
-        recognise(&path).unwrap();
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
-        store.checkpoint_truncate().unwrap();
-        drop(store);
-        assert_eq!(header_id(&path), Some(APPLICATION_ID));
-    }
-
-    #[test]
-    fn files_that_are_not_vaults_are_refused_with_their_reason_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        type Make = fn(&Path);
-        let cases: Vec<(&str, Make, &str)> = vec![
-            ("empty", |p| fs::write(p, b"").unwrap(), "empty"),
-            (
-                "text",
-                |p| fs::write(p, "x".repeat(4096)).unwrap(),
-                "not an SQLite database",
-            ),
-            (
-                "tables",
-                |p| {
-                    Connection::open(p)
-                        .unwrap()
-                        .execute_batch("CREATE TABLE vault (x); PRAGMA user_version = 2;")
-                        .unwrap()
-                },
-                "lacks the vault's tables",
-            ),
-            (
-                "foreign-id",
-                |p| {
-                    Connection::open(p)
-                        .unwrap()
-                        .execute_batch("PRAGMA application_id = -7; CREATE TABLE t (x);")
-                        .unwrap()
-                },
-                "another application (application id 0xfffffff9)",
-            ),
-        ];
-        for (name, make, reason) in cases {
-            let path = dir.path().join(name);
-            make(&path);
-            let before = fs::read(&path).unwrap();
-            let err = Store::open(&path).unwrap_err();
-            assert!(
-                matches!(&err, StoreError::NotAVault { reason: r, .. } if r.contains(reason)),
-                "{name}: {err}"
-            );
-            assert_eq!(fs::read(&path).unwrap(), before, "{name}");
-            assert!(!sibling(&path, "-wal").exists(), "{name}");
-            assert!(!sibling(&path, "-shm").exists(), "{name}");
+            Err(e) => {
+                self.backend.rollback();
+                Err(e)
+            }
         }
     }
 
-    #[test]
-    fn immutable_uris_escape_what_sqlite_would_read_as_syntax() {
-        assert_eq!(
-            immutable_uri(Path::new("/tmp/a b/v?x#%.db")),
-            "file:/tmp/a%20b/v%3Fx%23%25.db?immutable=1"
-        );
+    /// Drops replaced bytes (a destroyed ciphertext, an old key copy) from where the
+    /// store keeps old pages (see [`Backend::scrub`]).
+    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        self.backend.scrub()
+    }
+
+    /// A consistent copy of the whole vault as the bytes of one SQLite file.
+    pub fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        self.backend.snapshot()
+    }
+
+    /// Replaces the whole content of the vault file at `dest` with this one's (see
+    /// [`sqlite::SqliteStore::copy_into`]). Only between SQLite vaults.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), StoreError> {
+        match self.backend.as_sqlite() {
+            Some(store) => store.copy_into(dest),
+            None => Err(StoreError::Unsupported {
+                what: "replacing a vault file with this vault",
+                location: self.location(),
+                instead: "restore a backup into a SQLite vault file (--vault PATH)",
+            }),
+        }
+    }
+
+    /// The SQLite connection (tests and SQLite-only paths).
+    pub fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
+        self.backend.as_sqlite()
     }
 }

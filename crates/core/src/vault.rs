@@ -521,8 +521,36 @@ impl Vault {
         clock: Clock,
     ) -> Result<Self, VaultError> {
         if path.exists() {
-            return Err(VaultError::VaultExists(path.to_path_buf()));
+            return Err(VaultError::VaultExists(path.display().to_string()));
         }
+        Self::init_with(
+            || Store::create(path).map_err(VaultError::from),
+            || remove_vault_files(path),
+            options,
+            actor,
+            clock,
+        )
+    }
+
+    /// Creates a vault in the store `create` makes (another backend's: a PostgreSQL
+    /// database). `create` is called once the key is made and wrapped; it refuses a
+    /// location that holds a vault already or is not a vault's.
+    pub fn init_in(
+        create: impl FnOnce() -> Result<Store, VaultError>,
+        options: InitOptions,
+        actor: Actor,
+        clock: Clock,
+    ) -> Result<Self, VaultError> {
+        Self::init_with(create, || {}, options, actor, clock)
+    }
+
+    fn init_with(
+        create: impl FnOnce() -> Result<Store, VaultError>,
+        clean_up: impl FnOnce(),
+        options: InitOptions,
+        actor: Actor,
+        clock: Clock,
+    ) -> Result<Self, VaultError> {
         let recipients = options
             .recipients
             .iter()
@@ -552,14 +580,19 @@ impl Vault {
             });
         }
         let keys = Keys::derive(vault_id, key)?;
-        let mut store = Store::create(path)?;
+        let mut store = create()?;
         let now = clock.now_ms();
         let details = json!({
             "recipients": recipients,
             "passphrase": options.passphrase.is_some(),
-            "schema": crate::store::SCHEMA_VERSION,
+            "schema": store.schema_version(),
         });
+        let location = store.location();
         let result = store.write(|tx| {
+            // Two inits racing on one database: the second sees the first's vault.
+            if tx.vault_row()?.is_some() {
+                return Err(VaultError::VaultExists(location.clone()));
+            }
             tx.insert_vault_row(&VaultRow {
                 vault_id: keys.vault_id.clone(),
                 key_check: keys.key.key_check(&keys.vault_id)?.to_vec(),
@@ -594,7 +627,9 @@ impl Vault {
             }),
             Err(e) => {
                 drop(store);
-                remove_vault_files(path);
+                if !matches!(e, VaultError::VaultExists(_)) {
+                    clean_up();
+                }
                 Err(e)
             }
         }
@@ -614,13 +649,22 @@ impl Vault {
         clock: Clock,
     ) -> Result<Self, VaultError> {
         if !path.exists() {
-            return Err(VaultError::NoVault(path.to_path_buf()));
+            return Err(VaultError::NoVault(path.display().to_string()));
         }
-        let mut store = Store::open(path)?;
+        Self::open_in(Store::open(path)?, unlocker, actor, clock)
+    }
+
+    /// Unlocks the vault in `store` (of either backend), opened by the caller.
+    pub fn open_in(
+        mut store: Store,
+        unlocker: Unlocker,
+        actor: Actor,
+        clock: Clock,
+    ) -> Result<Self, VaultError> {
         let (vault_row, keyring, has_unkeyed) = store
             .read(|tx| Ok::<_, StoreError>((tx.vault_row()?, tx.keyring()?, tx.has_unkeyed()?)))?;
         let vault_row = vault_row.ok_or_else(|| StoreError::NotAVault {
-            path: path.to_path_buf(),
+            location: store.location(),
             reason: "it was never initialised; run `secret init`".into(),
         })?;
         let key = match unlock(&keyring, unlocker) {
@@ -1096,8 +1140,9 @@ impl Vault {
     /// A second connection to the same vault, already unlocked (the scheduler's, beside
     /// the API's): the same keys, actor and clock.
     pub fn another_connection(&self) -> Result<Vault, VaultError> {
-        // Not Store::open: this process holds the file open already (see open_again).
-        let store = Store::open_again(self.store.path())?;
+        // Not Store::open: this process holds a vault file open already (see
+        // `SqliteStore::open_again`).
+        let store = self.store.another()?;
         let keys = Keys::derive(self.keys.vault_id.clone(), self.keys.key.try_clone()?)?;
         Ok(Vault {
             store,

@@ -211,8 +211,9 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
 pub struct ServeCommand {
     /// Address to listen on (`host:port`).
     pub listen: String,
-    /// The vault file; until it exists, only `/healthz` answers.
-    pub vault_path: std::path::PathBuf,
+    /// The vault file; until it exists, only `/healthz` answers. `None` when the vault
+    /// is not a file (PostgreSQL): `open` then connects at once.
+    pub vault_path: Option<std::path::PathBuf>,
     pub options: ServeOptions,
 }
 
@@ -234,7 +235,7 @@ pub fn run_until_signal(
         .map_err(|e| VaultError::Io(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let shutdown = shutdown_on_signals();
-        if !vault_path.exists() {
+        if let Some(vault_path) = vault_path.filter(|p| !p.exists()) {
             // First deploy on a fresh volume: stay up (healthy, not ready) until the
             // vault file is put in place, then serve it.
             if !wait_for_vault(&listen, &vault_path, shutdown.clone()).await? {

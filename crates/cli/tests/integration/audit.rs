@@ -112,8 +112,7 @@ fn filters_answer_who_touched_what_since_when() {
     env.set("OTHER", "o");
     env.get("OPENAI_API_KEY");
     let mut bob = TestEnv::new();
-    bob.env
-        .push(("SECRET_VAULT".into(), env.vault.to_str().unwrap().into()));
+    bob.env.push(("SECRET_VAULT".into(), env.vault_location()));
     bob.env.push((
         "SECRET_IDENTITY_FILE".into(),
         env.identity.to_str().unwrap().into(),
@@ -348,4 +347,22 @@ fn an_unwritable_audit_log_makes_get_fail_without_the_value() {
         env.sql("SELECT count(*) FROM versions WHERE name='GUARDED'"),
         "1"
     );
+}
+
+// The same tests on PostgreSQL (see `util::on_both_stores!`).
+crate::on_both_stores! {
+    every_command_is_logged_with_actor_action_name_version_and_outcome,
+    refusals_are_logged_with_their_error_code,
+    failed_unlocks_join_the_chain_at_the_next_unlock,
+    filters_answer_who_touched_what_since_when,
+    verify_prints_count_and_head_and_accepts_it_later,
+    editing_one_field_is_caught_at_that_entry,
+    deleting_a_middle_entry_is_caught,
+    swapping_two_entries_is_caught,
+    deleting_the_newest_entry_is_caught_by_the_sealed_head,
+    a_rolled_back_log_is_caught_by_a_head_noted_earlier,
+    a_forged_head_without_the_key_is_caught,
+    no_value_appears_in_the_audit_table_or_the_export,
+    // an_unwritable_audit_log_makes_get_fail_without_the_value stays SQLite-only: it
+    // makes the log unwritable with a SQLite trigger (RAISE(ABORT)).
 }

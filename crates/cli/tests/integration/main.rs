@@ -15,6 +15,7 @@ mod jwks;
 mod keys;
 mod leaks;
 mod limits;
+mod postgres;
 mod remote;
 mod rotation;
 mod serve;

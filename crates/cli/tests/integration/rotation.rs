@@ -1185,3 +1185,37 @@ fn a_corrupt_rotation_record_stops_the_resume_instead_of_guessing() {
         "no second reset on a guess"
     );
 }
+
+// The same tests on PostgreSQL (see `util::on_both_stores!`).
+crate::on_both_stores! {
+    rotate_all_three_secrets_end_to_end_with_one_upsert_and_one_deploy,
+    rotation_rolls_back_when_the_deploy_crashes,
+    a_failed_health_check_rolls_back_and_a_failed_restore_is_retried,
+    a_failed_restore_never_revokes_the_new_openai_key,
+    a_launchdarkly_rotation_that_cannot_deploy_holds_forward_instead_of_rolling_back,
+    a_first_rotation_without_the_targets_current_value_is_refused,
+    setting_a_value_during_a_rotation_is_refused,
+    rate_limits_are_waited_out_and_the_rotation_succeeds,
+    a_cloudflare_403_from_railway_is_retried_as_throttling,
+    a_rejected_admin_key_fails_at_once_without_retrying,
+    a_lost_launchdarkly_reset_response_is_not_reset_again,
+    a_lost_openai_create_response_leaves_no_orphan,
+    a_second_jwt_rotation_during_grace_replaces_previous_as_in_one_push_and_one_deploy,
+    a_second_jwt_rotation_during_grace_whose_deploy_crashes_rolls_back_with_exit_6,
+    a_second_jwt_rotation_that_cannot_reach_railway_leaves_the_first_grace_in_force,
+    revoke_after_grace_deletes_the_old_account_and_the_previous_variable,
+    dry_run_and_plan_contact_nothing_and_say_what_will_happen,
+    two_processes_never_rotate_one_secret_at_once,
+    crash_after_create_before_push_resumes_for_every_provider,
+    crash_while_watching_the_deploy_resumes_without_a_second_deploy,
+    crash_during_the_health_check_resumes_for_every_provider,
+    crash_during_provider_verify_resumes,
+    crash_after_a_lost_openai_create_finds_and_deletes_the_orphan_on_resume,
+    crash_after_a_lost_launchdarkly_reset_does_not_reset_twice_on_resume,
+    policy_check_reports_every_problem_and_missing_credentials,
+    the_shipped_example_policies_parse,
+    sigterm_during_a_rotation_exits_cleanly_and_the_next_start_completes_it,
+    a_lost_deploy_response_is_not_deployed_twice,
+    a_crash_after_the_deploy_call_took_effect_does_not_deploy_again,
+    a_corrupt_rotation_record_stops_the_resume_instead_of_guessing,
+}

@@ -304,3 +304,8 @@ fn after_a_rekey_a_running_serve_stops_serving_and_old_tokens_are_refused() {
     fresh.wait().unwrap();
     env.run(&["audit", "verify"]).ok();
 }
+
+// `secret serve` on PostgreSQL too: the vault opened inside the server's runtime.
+crate::on_both_stores! {
+    after_a_rekey_a_running_serve_stops_serving_and_old_tokens_are_refused,
+}

@@ -1,5 +1,11 @@
 //! `TestEnv`: a temp dir with a vault path, a clean environment, and helpers to run
 //! the binary and to look inside the SQLite file the way an attacker would.
+//!
+//! A test runs on either store. `on_both_stores!` instantiates tests a second time
+//! (in a module `on_postgres`) with `TestEnv` on PostgreSQL: each such env gets a
+//! schema of its own in `SECRET_TEST_DATABASE_URL`'s database, `secret` is pointed at
+//! it through `SECRET_VAULT`, and the schema is dropped with the env. Without the
+//! variable those tests say they are skipped and pass.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,7 +13,48 @@ use std::process::{Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_secret");
 
+pub use secret_store_postgres::testing::TestSchema;
+
+/// Which store the `TestEnv`s of this test thread use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
+}
+
+/// Runs `body` with every `TestEnv` it makes on PostgreSQL; without a test server,
+/// says so and returns.
+pub fn on_postgres(test: &str, body: fn()) {
+    if secret_store_postgres::testing::test_database_url(test).is_none() {
+        return;
+    }
+    BACKEND.with(|b| b.set(Backend::Postgres));
+    body();
+}
+
+/// Instantiates the named tests (plain `fn()` tests of the calling module) a second
+/// time on PostgreSQL, as `<module>::on_postgres::<name>`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::util::on_postgres(stringify!($name), super::$name)
+                }
+            )*
+        }
+    };
+}
+
 pub struct TestEnv {
+    /// The schema of a PostgreSQL env (dropped with it); `None` on SQLite.
+    pub pg: Option<TestSchema>,
     pub dir: tempfile::TempDir,
     pub vault: PathBuf,
     pub identity: PathBuf,
@@ -62,7 +109,23 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let vault = dir.path().join("data/secret/vault.db");
         let identity = dir.path().join("config/secret/identity.txt");
+        let pg = match BACKEND.with(|b| b.get()) {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let schema =
+                    TestSchema::create("TestEnv").expect("on_postgres checked the test server");
+                // SQLite's hex(), for the tests that read blobs as someone with access would.
+                schema
+                    .sql(
+                        "CREATE FUNCTION hex(bytea) RETURNS text LANGUAGE sql IMMUTABLE \
+                          AS $$ SELECT upper(encode($1, 'hex')) $$",
+                    )
+                    .unwrap();
+                Some(schema)
+            }
+        };
         Self {
+            pg,
             dir,
             vault,
             identity,
@@ -91,6 +154,9 @@ impl TestEnv {
             .env("XDG_DATA_HOME", self.dir.path().join("data"))
             .current_dir(self.dir.path())
             .args(args);
+        if let Some(schema) = &self.pg {
+            cmd.env("SECRET_VAULT", &schema.url);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -124,8 +190,27 @@ impl TestEnv {
         self.run(&["get", name]).ok().stdout
     }
 
-    /// Runs SQL on the vault file with the sqlite3 CLI, as someone with file access would.
+    /// The vault's location as `SECRET_VAULT` takes it: the file, or the schema's URL.
+    pub fn vault_location(&self) -> String {
+        match &self.pg {
+            Some(schema) => schema.url.clone(),
+            None => self.vault.to_str().unwrap().to_string(),
+        }
+    }
+
+    /// Runs SQL on the vault as someone with access to the store would: the sqlite3
+    /// CLI on the file, or a connection to the PostgreSQL schema (rows as `a|b` lines).
     pub fn sql(&self, sql: &str) -> String {
+        if let Some(schema) = &self.pg {
+            // SQLite's blob literals and hex() in PostgreSQL's words.
+            let blob = regex::Regex::new(r"X'([0-9A-Fa-f]*)'").unwrap();
+            let sql = blob.replace_all(sql, r"'\x$1'::bytea");
+            return schema
+                .query(&sql)
+                .unwrap_or_else(|e| panic!("SQL {sql}: {e}"))
+                .trim()
+                .to_string();
+        }
         let out = Command::new("sqlite3")
             .arg(&self.vault)
             .arg(sql)
@@ -195,6 +280,11 @@ fn identities_of(path: &Path) -> secret_core::crypto::Identities {
 /// Opens the vault in this test process, as the tests' own instrument (like `sql`):
 /// filling a vault through a `secret set` process per value would take minutes.
 pub fn open_in_process(vault: &Path, identity: &Path) -> secret_core::vault::Vault {
+    open_at(&vault.to_string_lossy(), identity)
+}
+
+/// [`open_in_process`] for a vault file or a `postgres://` URL.
+pub fn open_at(vault: &str, identity: &Path) -> secret_core::vault::Vault {
     use secret_core::vault::{Unlocker, Vault};
     let actor = secret_core::audit::Actor {
         name: "user:test-harness".into(),
@@ -206,7 +296,11 @@ pub fn open_in_process(vault: &Path, identity: &Path) -> secret_core::vault::Vau
         passphrase: None,
         identity_hint: String::new(),
     };
-    Vault::open(vault, unlocker, actor).unwrap()
+    if secret_store_postgres::is_postgres_url(vault) {
+        let store = secret_store_postgres::PgStore::open(vault).unwrap();
+        return Vault::open_in(store, unlocker, actor, secret_core::clock::Clock::System).unwrap();
+    }
+    Vault::open(Path::new(vault), unlocker, actor).unwrap()
 }
 
 /// The value `fill` gives version `v` of secret `s`.
@@ -220,7 +314,7 @@ impl TestEnv {
     pub fn fill(&self, secrets: usize, versions: usize) {
         use secret_core::model::SecretValue;
         use secret_core::vault::{ApiCall, Op};
-        let mut vault = open_in_process(&self.vault, &self.identity);
+        let mut vault = open_at(&self.vault_location(), &self.identity);
         let (row, token) = vault
             .create_token("fill", &["admin".to_string()], None)
             .unwrap();
@@ -258,7 +352,7 @@ impl TestEnv {
     /// Reads every version `fill` wrote and checks its value.
     pub fn check_filled(&self, secrets: usize, versions: usize) {
         use secret_core::model::{VersionNumber, VersionSelector};
-        let mut vault = open_in_process(&self.vault, &self.identity);
+        let mut vault = open_at(&self.vault_location(), &self.identity);
         for s in 0..secrets {
             for v in 1..=versions {
                 let got = vault

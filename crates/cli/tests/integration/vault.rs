@@ -363,7 +363,7 @@ fn wrong_identity_is_refused_and_changes_no_data() {
     env_text.vault = env.vault.clone();
     env_text
         .env
-        .push(("SECRET_VAULT".into(), env.vault.to_str().unwrap().into()));
+        .push(("SECRET_VAULT".into(), env.vault_location()));
     env_text.env.push((
         "SECRET_IDENTITY".into(),
         include_str!("../fixtures/other-identity.txt").into(),
@@ -404,7 +404,7 @@ fn identity_from_env_text_and_env_file_unlock() {
     let mut by_file = TestEnv::new();
     by_file
         .env
-        .push(("SECRET_VAULT".into(), env.vault.to_str().unwrap().into()));
+        .push(("SECRET_VAULT".into(), env.vault_location()));
     by_file.env.push((
         "SECRET_IDENTITY_FILE".into(),
         moved.to_str().unwrap().into(),
@@ -413,7 +413,7 @@ fn identity_from_env_text_and_env_file_unlock() {
     let mut by_text = TestEnv::new();
     by_text
         .env
-        .push(("SECRET_VAULT".into(), env.vault.to_str().unwrap().into()));
+        .push(("SECRET_VAULT".into(), env.vault_location()));
     by_text.env.push(("SECRET_IDENTITY".into(), text));
     assert_eq!(by_text.run(&["get", "S"]).ok().stdout, "v");
 }
@@ -507,7 +507,7 @@ fn a_replaced_keyring_is_caught_by_the_key_check() {
     let mut as_attacker = TestEnv::new();
     as_attacker
         .env
-        .push(("SECRET_VAULT".into(), victim.vault.to_str().unwrap().into()));
+        .push(("SECRET_VAULT".into(), victim.vault_location()));
     as_attacker.env.push((
         "SECRET_IDENTITY_FILE".into(),
         attacker.identity.to_str().unwrap().into(),
@@ -606,4 +606,25 @@ fn reads_leave_a_bounded_wal_and_a_change_empties_it() {
         "a change folds the WAL on close"
     );
     env.run(&["audit", "verify"]).ok();
+}
+
+// The same tests on PostgreSQL (see `util::on_both_stores!`).
+crate::on_both_stores! {
+    set_get_round_trips_and_get_prints_no_newline_on_a_pipe,
+    versions_labels_previous_and_json,
+    list_shows_names_and_versions_never_values,
+    generate_uses_length_and_charset,
+    compare_and_set_creates_only_once_and_checks_the_current_version,
+    concurrent_compare_and_set_has_exactly_one_winner,
+    bad_names_values_and_versions_are_refused_and_write_nothing,
+    wrong_identity_is_refused_and_changes_no_data,
+    no_identity_anywhere_says_where_to_put_one,
+    loose_identity_permissions_warn_but_work,
+    a_ciphertext_moved_to_another_row_is_an_integrity_failure,
+    passphrase_vaults_unlock_with_the_passphrase_only,
+    a_missing_vault_says_how_to_create_one,
+    delete_hides_undelete_restores_destroy_wipes_one_version,
+    identity_from_env_text_and_env_file_unlock,
+    a_replaced_keyring_is_caught_by_the_key_check,
+    a_flipped_ciphertext_byte_is_an_integrity_failure,
 }

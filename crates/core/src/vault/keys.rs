@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::crypto::{self, AgeKey, AgeTo, CryptoError, MacKey, ValueSlot, VaultKey};
 use crate::private_file::{self, PrivateFileError};
 use crate::render::rfc3339;
-use crate::store::{KeyringKind, KeyringRow, RetiredKeyRow, Store, StoreError, Tx};
+use crate::store::{BackendKind, KeyringKind, KeyringRow, RetiredKeyRow, Store, StoreError, Tx};
 
 /// Versions re-encrypted or checked per page.
 const PAGE: u64 = 512;
@@ -640,6 +640,18 @@ impl Vault {
         target: BackupTarget<'_>,
         encryption: BackupEncryption,
     ) -> Result<BackupReport, VaultError> {
+        if self.store.kind() != BackendKind::Sqlite {
+            // A backup is an age-encrypted SQLite file; a database server has its own.
+            let e = VaultError::Store(StoreError::Unsupported {
+                what: "secret backup",
+                location: self.store.location(),
+                instead: "back the database up with pg_dump (its rows hold values sealed \
+                          under the vault key, as a vault file does), or keep the vault in \
+                          a SQLite file (--vault PATH) for age-encrypted backups",
+            });
+            self.record_refusal(Action::Backup, None, &e);
+            return Err(e);
+        }
         if let BackupEncryption::Passphrase { passphrase, .. } = &encryption {
             if let Err(e) = self.check_passphrase(passphrase) {
                 self.record_refusal(Action::Backup, None, &e);
