@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use secret_core::audit::{canonical, format_head, link, parse_since, Entry, ExpectedHead, Head, Verifier};
+use secret_core::audit::{
+    canonical, format_head, link, parse_since, EpochKeys, Entry, ExpectedHead, Head, Verifier,
+};
 use secret_core::crypto::{MacKey, VaultKey};
 use secret_core::render::entry_json;
 
@@ -68,7 +70,7 @@ fn key() -> &'static MacKey {
 }
 
 fn verify(entries: &[Entry], head: Option<&Head>) -> bool {
-    let mut v = Verifier::new(key(), None);
+    let mut v = Verifier::new(EpochKeys::single(key()), None);
     entries.iter().all(|e| v.feed(e).is_ok()) && v.finish(head).is_ok()
 }
 
