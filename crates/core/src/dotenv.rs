@@ -145,7 +145,9 @@ fn double_safe(text: &str) -> bool {
         if *b == b'\\' {
             match bytes.get(i + 1) {
                 None => return false,
-                Some(next) if b"\\'\"abfnrtvx".contains(next) => return false,
+                // A line break after it is written as `\n`/`\r`: the backslash would then
+                // start `\\`, an escape (found by the dotenv_parse fuzz target).
+                Some(next) if b"\\'\"abfnrtvx\n\r".contains(next) => return false,
                 Some(_) => {}
             }
         }
@@ -407,6 +409,9 @@ mod tests {
             "\"",
             "\\x5c is not a backslash",
             "it's \\x5c",
+            // A backslash right before a line break (found by fuzzing).
+            "slash\\\r;",
+            "slash\\\nnext",
         ] {
             round_trip(text);
         }
