@@ -9,11 +9,13 @@
 //!               ├─► rotation.rs (rotate, rotations, plan, policy check) ─► secret_rotation
 //!               ├─► drift.rs (drift [--fix]: targets against the vault) ─► secret_rotation
 //!               ├─► daily.rs (import, export, run)
+//!               ├─► copy.rs (store copy: the vault into another file or database)
 //!               ├─► backend.rs (local Vault | remote.rs: a `secret serve` over HTTP)
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
-//!  lib.rs (Context::open/init) ─► secret_store_postgres when --vault is a postgres:// URL
+//!  lib.rs (Context::open/init), copy.rs, keys.rs (restore) ─► secret_store_postgres
+//!    when --vault or --to is a postgres:// URL
 //! ```
 //!
 //! It calls the [`Vault`] facade only; no SQL, no crypto here. Output shared with the
@@ -69,9 +71,10 @@ Exit codes:
   0  ok
   1  other error (including a PostgreSQL server that cannot be reached)
   2  usage (bad arguments, invalid name or value, a malformed postgres:// URL, a
-     command the vault's store cannot do, such as backup on PostgreSQL)
+     `store copy` to the vault itself)
   3  not found (secret, version)
-  4  conflict (version check failed, vault exists, rotation already running)
+  4  conflict (version check failed, vault exists, rotation already running, a
+     `store copy` destination that is not empty)
   5  vault locked (wrong identity or passphrase; remote: token refused or lacking the scope)
   6  rotation failed (and was rolled back)
   7  integrity failure (tampered ciphertext, metadata or audit chain)

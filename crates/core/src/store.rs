@@ -6,7 +6,8 @@
 //!   vault sees it as `&Tx<'_>` (`dyn StoreTx`), so vault code is the same on both.
 //! - [`Backend`] is one connection: it begins, commits and rolls back transactions and
 //!   answers the few questions that differ between backends (where it is, a second
-//!   connection, scrubbing replaced bytes, a snapshot). What one backend cannot do is
+//!   connection, scrubbing replaced bytes, a snapshot, a transaction on a location
+//!   that is to receive a whole vault). What one backend cannot do is
 //!   an error that says what to do instead ([`StoreError::Unsupported`]), never a
 //!   silent no-op.
 //! - [`Store`] is what the vault holds: a boxed backend with `write`/`write_with`/`read`
@@ -16,6 +17,9 @@
 //! across processes: SQLite by its write lock (`BEGIN IMMEDIATE`), PostgreSQL by a
 //! transaction-scoped advisory lock taken first (see that crate). The audit chain is
 //! appended only inside one, so it never forks.
+//!
+//! - [`image`] is the whole vault as rows, the same on both backends: `secret store
+//!   copy`, and backups and restores of PostgreSQL vaults, move them as they are.
 //!
 //! Rows stay here and at the vault's boundary; this module knows nothing of crypto.
 

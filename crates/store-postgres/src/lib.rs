@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! ```text
-//!  PgStore (Backend: begin/commit, open/create, migrations) ─► rows (StoreTx: every SQL statement)
+//!  PgStore (Backend: begin/commit, open/create/blank, migrations) ─► rows (StoreTx: every SQL statement)
+//!     ├─► image (whole tables: a cursor to read, multi-row INSERTs to write)
 //!     └─► worker (the connection's own thread) ─► location (URL, TLS via rustls)
 //! ```
 //!
@@ -26,6 +27,10 @@
 //!   server's WAL is flushed before COMMIT returns); the audit entries of reads commit
 //!   with `synchronous_commit = off` (as SQLite's relaxed commits: a server crash may
 //!   lose the newest ones, never the chain's consistency).
+//! - **Whole vaults.** [`PgStore::blank`] connects to an empty location for `secret
+//!   store copy` or a restore; its transaction makes the schema and writes every row,
+//!   so a copy that does not commit leaves nothing. A snapshot (`secret backup`) is
+//!   every row, read in one REPEATABLE READ transaction, as a SQLite vault image.
 //! - **Async callers.** The sync client runs on its own thread (see `worker`), so the
 //!   vault can be called from inside a tokio runtime.
 //!

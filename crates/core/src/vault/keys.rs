@@ -11,13 +11,16 @@
 //!   change), revokes every API token (their hashes were keyed by the old key), and
 //!   appends the `rekey` entry — the last one MACed under the old key. A crash at any
 //!   point leaves the old key or the new one fully in force: SQLite commits it whole.
-//! - **Backup** appends its audit entry, then takes one consistent snapshot of the file
-//!   (SQLite's online backup) and encrypts it with age to the vault's recipients, or to
-//!   its passphrase; the plain `age -d` gives back a vault file.
+//! - **Backup** appends its audit entry, then takes one consistent snapshot of the vault
+//!   as a SQLite file (SQLite's online backup; on PostgreSQL, every row read in one
+//!   snapshot into a SQLite vault in memory) and encrypts it with age to the vault's
+//!   recipients, or to its passphrase; the plain `age -d` gives back a vault file.
 //! - **Restore** decrypts a backup into a private temporary folder, unlocks it, verifies
 //!   its audit chain and opens every ciphertext; only then does it keep the current vault
-//!   aside and replace it in one transaction. A backup older than the vault (by audit
-//!   head) needs `force`.
+//!   aside and replace it in one transaction (a file: SQLite's backup into it; a
+//!   database: every row deleted and the backup's inserted, then read back, before the
+//!   commit; the replaced vault kept as a SQLite vault file beside the backup). A backup
+//!   older than the vault (by audit head) needs `force`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
