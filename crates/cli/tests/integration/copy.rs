@@ -481,3 +481,62 @@ fn backup_and_restore_work_on_postgres() {
     );
     verify(&env, &empty.url);
 }
+
+/// A copy killed (SIGKILL) at any moment leaves nothing at the destination, or the
+/// whole vault, proven: never a half vault that looks valid.
+#[test]
+fn an_interrupted_copy_leaves_nothing_or_everything() {
+    let env = sqlite_env();
+    env.run(&["init"]).ok();
+    env.fill(2000, 1);
+    let mut destinations: Vec<(String, Option<TestSchema>)> = Vec::new();
+    for (i, delay_ms) in [200u64, 1000, 3000, 10_000].iter().enumerate() {
+        let schema = TestSchema::create("an_interrupted_copy_leaves_nothing_or_everything");
+        let to = match &schema {
+            Some(schema) => schema.url.clone(),
+            None => env
+                .path(&format!("copy-{i}.db"))
+                .to_str()
+                .unwrap()
+                .to_string(),
+        };
+        let mut child = env
+            .command(&["store", "copy", "--to", &to])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        destinations.push((to, schema));
+    }
+    let mut whole = 0;
+    for (to, schema) in &destinations {
+        let present = match schema {
+            Some(schema) => {
+                // The killed connection's transaction is rolled back by the server.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                schema
+                    .query(
+                        "SELECT count(*) FROM information_schema.tables \
+                         WHERE table_schema = current_schema()",
+                    )
+                    .unwrap()
+                    != "0"
+            }
+            None => Path::new(to).exists(),
+        };
+        if present {
+            verify(&env, to);
+            whole += 1;
+        }
+    }
+    // The source is untouched and verifies, whatever happened to the copies.
+    verify(&env, &env.vault_location());
+    eprintln!(
+        "interrupted copies: {whole} of {} completed",
+        destinations.len()
+    );
+}
