@@ -11,9 +11,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use secret_core::error::VaultError;
-use secret_core::vault::{BackupEncryption, BackupTarget, RekeyOptions, RestoreOptions, Vault};
+use secret_core::vault::{
+    BackupEncryption, BackupTarget, DatabaseTarget, RekeyOptions, RestoreOptions, RestoreTarget,
+    Vault,
+};
+use secret_store_postgres::PgStore;
 
-use crate::{ask_passphrase, Context};
+use crate::{ask_passphrase, Context, VaultAt};
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -153,15 +157,36 @@ pub(crate) fn backup(ctx: &Context, args: BackupArgs) -> Result<(), VaultError> 
 }
 
 pub(crate) fn restore(ctx: &Context, args: RestoreArgs) -> Result<(), VaultError> {
-    let vault_path = ctx.vault_file("secret restore")?;
+    ctx.local_only()?;
     let bytes = std::fs::read(&args.file).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             VaultError::NotFound(format!("no backup at {}", args.file.display()))
         }
         _ => VaultError::Io(format!("cannot read {}: {e}", args.file.display())),
     })?;
+    let backup_folder = match args.file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let target = match &ctx.vault {
+        VaultAt::File(path) => RestoreTarget::File(path),
+        VaultAt::Postgres(url) => {
+            // A database with no vault yet is restored into (as a missing file is).
+            let current = match PgStore::open(url) {
+                Ok(store) => Some(store),
+                Err(VaultError::NoVault(_)) => None,
+                Err(e) => return Err(e),
+            };
+            RestoreTarget::Database(DatabaseTarget {
+                current,
+                blank: Box::new(move || PgStore::blank(url)),
+                folder: &backup_folder,
+                location: ctx.vault.shown(),
+            })
+        }
+    };
     let report = Vault::restore(
-        vault_path,
+        target,
         &bytes,
         ctx.unlocker()?,
         RestoreOptions {
@@ -177,7 +202,7 @@ pub(crate) fn restore(ctx: &Context, args: RestoreArgs) -> Result<(), VaultError
     ctx.say(format!(
         "restored {} from {}: {} secrets, {} versions; every ciphertext opens and the audit \
          chain verifies up to {} (key epoch {})",
-        vault_path.display(),
+        ctx.vault.shown(),
         args.file.display(),
         report.secrets,
         report.versions,
@@ -185,9 +210,15 @@ pub(crate) fn restore(ctx: &Context, args: RestoreArgs) -> Result<(), VaultError
         report.epoch
     ))?;
     if let Some(aside) = &report.kept_aside {
+        let what = match &ctx.vault {
+            VaultAt::File(_) => "a plain copy of the vault file",
+            VaultAt::Postgres(_) => {
+                "a SQLite vault file of the rows the database held: `secret --vault FILE` opens it"
+            }
+        };
         ctx.say(format!(
-            "the vault it replaced is kept at {} (a plain copy of the vault file: as sensitive \
-             as the vault; delete it once you no longer need it)",
+            "the vault it replaced is kept at {} ({what}: as sensitive as the vault; delete it \
+             once you no longer need it)",
             aside.display()
         ))?;
     }

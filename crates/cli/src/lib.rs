@@ -9,11 +9,13 @@
 //!               ├─► rotation.rs (rotate, rotations, plan, policy check) ─► secret_rotation
 //!               ├─► drift.rs (drift [--fix]: targets against the vault) ─► secret_rotation
 //!               ├─► daily.rs (import, export, run)
+//!               ├─► copy.rs (store copy: the vault into another file or database)
 //!               ├─► backend.rs (local Vault | remote.rs: a `secret serve` over HTTP)
 //!               ├─► environment.rs (the only reader of environment variables)
 //!               └─► secret_server::serve (`secret serve`, with options resolved here)
 //!  all of them ─► secret_core (the vault facade; render for shared output)
-//!  lib.rs (Context::open/init) ─► secret_store_postgres when --vault is a postgres:// URL
+//!  lib.rs (Context::open/init), copy.rs, keys.rs (restore) ─► secret_store_postgres
+//!    when --vault or --to is a postgres:// URL
 //! ```
 //!
 //! It calls the [`Vault`] facade only; no SQL, no crypto here. Output shared with the
@@ -44,7 +46,6 @@ use secret_core::model::{
 };
 use secret_core::private_file;
 use secret_core::render::{age, entry_json, rfc3339};
-use secret_core::store::StoreError;
 use secret_core::vault::{InitOptions, SetOptions, Unlocker, Vault};
 use secret_server::backup::BackupOptions;
 use secret_server::scheduler::SchedulerOptions;
@@ -52,6 +53,7 @@ use secret_server::serve::{run_until_signal, ServeCommand, ServeOptions};
 use secret_store_postgres::{is_postgres_url, PgLocation, PgStore};
 
 mod backend;
+mod copy;
 mod daily;
 mod drift;
 mod environment;
@@ -60,6 +62,7 @@ mod remote;
 mod rotation;
 pub mod usage;
 
+pub use copy::{CopyArgs, StoreCommand};
 pub use environment::{Environment, Tuning};
 pub use keys::{BackupArgs, PassphraseCommand, RecipientsCommand, RestoreArgs};
 
@@ -68,9 +71,10 @@ Exit codes:
   0  ok
   1  other error (including a PostgreSQL server that cannot be reached)
   2  usage (bad arguments, invalid name or value, a malformed postgres:// URL, a
-     command the vault's store cannot do, such as backup on PostgreSQL)
+     `store copy` to the vault itself)
   3  not found (secret, version)
-  4  conflict (version check failed, vault exists, rotation already running)
+  4  conflict (version check failed, vault exists, rotation already running, a
+     `store copy` destination that is not empty)
   5  vault locked (wrong identity or passphrase; remote: token refused or lacking the scope)
   6  rotation failed (and was rolled back)
   7  integrity failure (tampered ciphertext, metadata or audit chain)
@@ -241,6 +245,11 @@ pub enum Command {
     /// Compare what each target holds with the vault, by fingerprint (never values).
     /// Exit 8 when a variable differs, is missing or should not be there.
     Drift(DriftArgs),
+    /// Move the vault between stores: `secret store copy --to PATH|URL`.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -495,6 +504,7 @@ pub fn run(cli: Cli, env: Environment) -> Result<(), VaultError> {
         Command::Passphrase { command } => keys::passphrase(&ctx, command),
         Command::Rekey => keys::rekey(&ctx),
         Command::Drift(args) => drift::drift(&ctx, args),
+        Command::Store { command } => copy::store(&ctx, command),
     }
 }
 
@@ -514,10 +524,6 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
         );
         secret_core::policy::PolicySet::default()
     };
-    if args.backup_dir.is_some() {
-        // Scheduled backups are SQLite snapshots; refused before anything starts.
-        ctx.vault_file("secret serve --backup-dir")?;
-    }
     if args.backup_dir.is_some() && args.backup_every < std::time::Duration::from_secs(1) {
         return Err(VaultError::Usage(format!(
             "--backup-every {:?} is too short: give at least 1s (24h is the default)",
@@ -778,20 +784,6 @@ impl Context {
         match &self.vault {
             VaultAt::File(path) => path.exists(),
             VaultAt::Postgres(_) => true,
-        }
-    }
-
-    /// The vault file, for what only a SQLite vault file does (`what`); a PostgreSQL
-    /// vault is refused with what to do instead (exit 2).
-    pub(crate) fn vault_file(&self, what: &'static str) -> Result<&Path, VaultError> {
-        match &self.vault {
-            VaultAt::File(path) => Ok(path),
-            VaultAt::Postgres(_) => Err(VaultError::Store(StoreError::Unsupported {
-                what,
-                location: self.vault.shown(),
-                instead: "it works on SQLite vault files (--vault PATH); back a PostgreSQL \
-                          vault up with pg_dump and restore it with pg_restore",
-            })),
         }
     }
 }

@@ -59,6 +59,10 @@ pub enum Action {
     DriftFix,
     /// A vault made before metadata MACs got them, at its first unlock with the key.
     SealMetadata,
+    /// The whole vault copied to another store (`secret store copy`): the source's entry.
+    StoreCopy,
+    /// The destination's entry of a copy, the first after the copied log.
+    StoreCopied,
 }
 
 impl Action {
@@ -111,6 +115,8 @@ impl Action {
             Action::DriftCheck => "drift.check",
             Action::DriftFix => "drift.fix",
             Action::SealMetadata => "vault.seal_metadata",
+            Action::StoreCopy => "store.copy",
+            Action::StoreCopied => "store.copied",
         }
     }
 

@@ -744,6 +744,31 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
+/// A running SHA-256 (a store copy compares the rows it wrote with the rows read back).
+pub struct RowDigest(ring::digest::Context);
+
+impl Default for RowDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RowDigest {
+    pub fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
 /// Character sets for generated values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Charset {

@@ -72,6 +72,8 @@ impl VaultError {
             VaultError::Input(_) | VaultError::Usage(_) => exit::USAGE,
             // A vault URL that does not parse, a command the backend cannot do.
             VaultError::Store(e) if e.is_usage() => exit::USAGE,
+            // A copy's destination (or an empty location restored into) holds something.
+            VaultError::Store(StoreError::NotEmpty { .. }) => exit::CONFLICT,
             VaultError::NotFound(_) => exit::NOT_FOUND,
             VaultError::Conflict(_) | VaultError::VaultExists(_) => exit::CONFLICT,
             VaultError::Locked(_) => exit::LOCKED,
@@ -100,6 +102,7 @@ impl VaultError {
             VaultError::Integrity(_) => "integrity",
             VaultError::AuditBroken { .. } => "audit_broken",
             VaultError::AuditWrite(_) => "audit_unwritable",
+            VaultError::Store(StoreError::NotEmpty { .. }) => "conflict",
             VaultError::Store(_) => "store",
             VaultError::Crypto(_) => "crypto",
             VaultError::Io(_) => "io",

@@ -6,7 +6,8 @@
 //! # Layout
 //!
 //! ```text
-//!  vault (the facade) ──► store (StoreTx + Backend traits; store::sqlite: SQL, migrations/sqlite)
+//!  vault (the facade) ──► store (StoreTx + Backend traits; store::sqlite: SQL, migrations/sqlite;
+//!    │                │         store::image: every table and column, rows between stores)
 //!    │                ├─► crypto (the only user of age and ring)
 //!    │                ├─► audit (chain encoding, MACs, verification)
 //!    │                ├─► integrity (MACs over labels, versions, tokens, census)
@@ -30,7 +31,8 @@
 //!   (labels, latest version, deleted and destroyed flags, version rows, tokens, the
 //!   number of secrets); the vault checks it on every read and renews it on every write.
 //! - The vault's keys and recovery (recipients, passphrase, rekey, backup, restore)
-//!   live in `vault::keys`.
+//!   live in `vault::keys`; `vault::copy` is `secret store copy` (the whole vault into
+//!   another store, proven on both sides), built on [`store::image`].
 //! - [`model`] holds validated names, version numbers and the value wrapper that keeps
 //!   plaintext out of `Debug`; [`rotation_state`] the typed states, steps, outcomes and
 //!   triggers of a rotation run, stored as text only at the store boundary.

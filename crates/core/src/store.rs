@@ -6,7 +6,8 @@
 //!   vault sees it as `&Tx<'_>` (`dyn StoreTx`), so vault code is the same on both.
 //! - [`Backend`] is one connection: it begins, commits and rolls back transactions and
 //!   answers the few questions that differ between backends (where it is, a second
-//!   connection, scrubbing replaced bytes, a snapshot). What one backend cannot do is
+//!   connection, scrubbing replaced bytes, a snapshot, a transaction on a location
+//!   that is to receive a whole vault). What one backend cannot do is
 //!   an error that says what to do instead ([`StoreError::Unsupported`]), never a
 //!   silent no-op.
 //! - [`Store`] is what the vault holds: a boxed backend with `write`/`write_with`/`read`
@@ -17,6 +18,9 @@
 //! transaction-scoped advisory lock taken first (see that crate). The audit chain is
 //! appended only inside one, so it never forks.
 //!
+//! - [`image`] is the whole vault as rows, the same on both backends: `secret store
+//!   copy`, and backups and restores of PostgreSQL vaults, move them as they are.
+//!
 //! Rows stay here and at the vault's boundary; this module knows nothing of crypto.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use crate::audit::{AuditFilter, Entry, Head, UnkeyedEvent};
 use crate::model::{SecretMeta, VersionNumber};
 use crate::rotation_state::{RunOutcome, RunState, Step, StepStatus, Trigger};
 
+pub mod image;
 pub mod sqlite;
 pub use sqlite::{recognise, APPLICATION_ID, SCHEMA_VERSION};
 
@@ -69,6 +74,13 @@ pub enum StoreError {
     },
     #[error("corrupt row in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    /// A location that is to receive a whole vault (`secret store copy`, a restore into
+    /// an empty database) holds something already (exit 4). Nothing was written to it.
+    #[error(
+        "{location} is not empty: it holds {holds}; nothing was written to it; copy into a \
+         new file, or an empty database or schema"
+    )]
+    NotEmpty { location: String, holds: String },
 }
 
 impl StoreError {
@@ -464,6 +476,28 @@ pub trait StoreTx {
 
     /// Deletes one version row (pruning).
     fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError>;
+
+    // --- the whole vault as rows (see [`image`]) -----------------------------------
+
+    /// How many rows `table` holds.
+    fn count_rows(&self, table: &'static image::TableSpec) -> Result<u64, StoreError>;
+
+    /// Every row of `table` in key order, handed to `sink` a page at a time.
+    fn scan_rows(
+        &self,
+        table: &'static image::TableSpec,
+        sink: &mut dyn FnMut(&[image::RowImage]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Inserts rows into `table` exactly as given.
+    fn insert_rows(
+        &self,
+        table: &'static image::TableSpec,
+        rows: &[image::RowImage],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes every row of `table`.
+    fn clear_rows(&self, table: &'static image::TableSpec) -> Result<(), StoreError>;
 }
 
 /// A transaction. Every read and write of the vault goes through one.
@@ -536,6 +570,12 @@ pub trait Backend: Send {
     fn scrub(&self) -> Result<(), StoreError>;
     /// A consistent copy of the whole vault as the bytes of one SQLite file.
     fn snapshot(&self) -> Result<Vec<u8>, StoreError>;
+    /// Begins a write transaction on a location that is to receive a whole vault,
+    /// with the vault's schema made inside it when the backend can (PostgreSQL: a
+    /// copy that does not commit leaves the location as empty as it was). A location
+    /// that holds anything — a vault, another application's tables — is
+    /// [`StoreError::NotEmpty`], and nothing is written.
+    fn begin_blank(&mut self) -> Result<(), StoreError>;
     /// The SQLite connection, for what only a vault file does (restore's copy).
     fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
         None
@@ -609,6 +649,32 @@ impl Store {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         self.run(TxMode::Write(durability), f)
+    }
+
+    /// Runs `f` in a write transaction on a location that holds nothing yet (see
+    /// [`Backend::begin_blank`]); commits when it returns `Ok`, and otherwise leaves
+    /// the location as it found it.
+    pub fn write_blank<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.backend.begin_blank()?;
+        match f(self.backend.tx()) {
+            Ok(value) => {
+                self.backend.commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.backend.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// An empty SQLite vault in memory, schema applied: where a copy into a file is
+    /// built and proven before the file is written (see [`sqlite::SqliteStore::in_memory`]).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Ok(Self::new(Box::new(sqlite::SqliteStore::in_memory()?)))
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).

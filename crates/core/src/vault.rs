@@ -31,15 +31,17 @@ pub use crate::store::{RotationRow, SecretRow, StepRow, TokenRow};
 
 mod api;
 mod bulk;
+mod copy;
 mod keys;
 mod metadata;
 #[cfg(test)]
 mod properties;
 pub use api::{ApiCall, CallError, Op, Reply};
 pub use bulk::Imported;
+pub use copy::{CopyReport, CopyTarget};
 pub use keys::{
-    BackupEncryption, BackupReport, BackupTarget, KeyringInfo, Proof, RekeyOptions, RekeyReport,
-    RestoreOptions, RestoreReport,
+    BackupEncryption, BackupReport, BackupTarget, DatabaseTarget, KeyringInfo, Proof, RekeyOptions,
+    RekeyReport, RestoreOptions, RestoreReport, RestoreTarget,
 };
 use metadata::{checked_secret, reseal_census, reseal_secret};
 mod drift;

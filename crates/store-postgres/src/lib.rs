@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! ```text
-//!  PgStore (Backend: begin/commit, open/create, migrations) ─► rows (StoreTx: every SQL statement)
+//!  PgStore (Backend: begin/commit, open/create/blank, migrations) ─► rows (StoreTx: every SQL statement)
+//!     ├─► image (whole tables: a cursor to read, multi-row INSERTs to write)
 //!     └─► worker (the connection's own thread) ─► location (URL, TLS via rustls)
 //! ```
 //!
@@ -26,6 +27,10 @@
 //!   server's WAL is flushed before COMMIT returns); the audit entries of reads commit
 //!   with `synchronous_commit = off` (as SQLite's relaxed commits: a server crash may
 //!   lose the newest ones, never the chain's consistency).
+//! - **Whole vaults.** [`PgStore::blank`] connects to an empty location for `secret
+//!   store copy` or a restore; its transaction makes the schema and writes every row,
+//!   so a copy that does not commit leaves nothing. A snapshot (`secret backup`) is
+//!   every row, read in one REPEATABLE READ transaction, as a SQLite vault image.
 //! - **Async callers.** The sync client runs on its own thread (see `worker`), so the
 //!   vault can be called from inside a tokio runtime.
 //!
@@ -37,10 +42,12 @@
 use std::sync::Arc;
 
 use secret_core::error::VaultError;
+use secret_core::store::image::sqlite_image;
 use secret_core::store::{
     Backend, BackendKind, Durability, Store, StoreError, StoreTx, Tx, TxMode, APPLICATION_ID,
 };
 
+mod image;
 mod location;
 mod rows;
 pub mod testing;
@@ -149,6 +156,32 @@ impl PgStore {
         Ok(Store::new(Box::new(store)))
     }
 
+    /// Connects to `url` as the destination of a whole vault (`secret store copy`, a
+    /// restore into an empty database): nothing is written, and a location that holds
+    /// anything — a vault, another application's tables — is refused now
+    /// ([`StoreError::NotEmpty`], exit 4). The schema is made later, inside the copy's
+    /// own transaction ([`Backend::begin_blank`]), so a copy that does not commit
+    /// leaves the location as empty as it was.
+    pub fn blank(url: &str) -> Result<Store, VaultError> {
+        let location = Arc::new(PgLocation::parse(url)?);
+        let store = Self::connect(location.clone())?;
+        let display = location.display().to_string();
+        store.worker.call(move |c| {
+            c.failed = false;
+            c.batch(BEGIN_READ)?;
+            let found = occupant(c, &display);
+            let _ = c.batch("ROLLBACK");
+            match found? {
+                Some(holds) => Err(StoreError::NotEmpty {
+                    location: display,
+                    holds,
+                }),
+                None => Ok(()),
+            }
+        })?;
+        Ok(Store::new(Box::new(store)))
+    }
+
     /// Recognises the schema and migrates it (creating it when `create`), in one write
     /// transaction under the vault's lock.
     fn prepare(&self, create: bool) -> Result<Found, VaultError> {
@@ -250,6 +283,51 @@ impl PgStore {
     }
 }
 
+/// What the schema the connection uses holds, if anything (`None`: no table at all).
+/// A URL that selects no existing schema is [`StoreError::BadLocation`].
+fn occupant(c: &mut worker::Conn, display: &str) -> Result<Option<String>, StoreError> {
+    let schema: Option<String> = c
+        .query("SELECT current_schema()::text", &[])?
+        .first()
+        .and_then(|r| r.get(0));
+    let Some(schema) = schema else {
+        return Err(StoreError::BadLocation(format!(
+            "the vault URL {display} selects no existing schema (its search_path names none \
+             that exists): create it (CREATE SCHEMA ...) or fix the URL's \
+             options=-csearch_path=..."
+        )));
+    };
+    let tables: Vec<String> = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = current_schema() ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    if tables.iter().any(|t| t == "secret_vault_meta") && tables.iter().any(|t| t == "vault") {
+        let held = c.query("SELECT EXISTS (SELECT 1 FROM vault)", &[])?;
+        if held.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(Some(format!("a vault (schema {schema})")));
+        }
+        return Ok(Some(format!(
+            "the tables of a vault that was never initialised (schema {schema}); drop them or \
+             use another schema"
+        )));
+    }
+    let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+    Ok(Some(format!(
+        "{} table(s) of another application in schema {schema} ({}{})",
+        tables.len(),
+        shown.join(", "),
+        if tables.len() > 5 { ", ..." } else { "" }
+    )))
+}
+
 /// Applies every migration after `from`, recording each in `secret_vault_meta`.
 fn migrate(c: &mut worker::Conn, from: u32) -> Result<(), StoreError> {
     for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(from as usize) {
@@ -334,13 +412,40 @@ impl Backend for PgStore {
         self.worker.call(|c| c.batch("VACUUM versions, keyring"))
     }
 
+    /// Every row, read in one REPEATABLE READ snapshot on a connection of its own
+    /// (writers neither wait for it nor tear it), copied into a SQLite vault in
+    /// memory: the same bytes a SQLite vault's backup holds.
     fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        Err(StoreError::Unsupported {
-            what: "a snapshot of the vault as a SQLite file (secret backup)",
-            location: self.location.display().to_string(),
-            instead: "back the database up with pg_dump (its rows hold values sealed under \
-                      the vault key)",
-        })
+        let mut reader = Self::connect(self.location.clone())?;
+        sqlite_image(&mut reader)
+    }
+
+    /// The schema is made inside the transaction, after checking under the vault's
+    /// lock that the location still holds nothing.
+    fn begin_blank(&mut self) -> Result<(), StoreError> {
+        let display = self.location.display().to_string();
+        self.worker.call(move |c| {
+            c.ensure_connected()?;
+            c.failed = false;
+            if let Err(e) = c.batch(BEGIN_WRITE) {
+                let _ = c.batch("ROLLBACK");
+                return Err(e);
+            }
+            let made = match occupant(c, &display) {
+                Ok(None) => migrate(c, 0),
+                Ok(Some(holds)) => Err(StoreError::NotEmpty {
+                    location: display,
+                    holds,
+                }),
+                Err(e) => Err(e),
+            };
+            if made.is_err() {
+                let _ = c.batch("ROLLBACK");
+            }
+            made
+        })?;
+        self.open = Some(TxMode::Write(Durability::Synced));
+        Ok(())
     }
 }
 

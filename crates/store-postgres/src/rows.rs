@@ -7,6 +7,7 @@ use postgres::Row;
 use secret_core::audit::{AuditFilter, Entry, Head, UnkeyedEvent};
 use secret_core::model::{SecretMeta, VersionNumber};
 use secret_core::rotation_state::{RunOutcome, Step, StepStatus, UnknownText};
+use secret_core::store::image::{RowImage, TableSpec};
 use secret_core::store::{
     AuditBounds, KeyringKind, KeyringRow, Mac, RetiredKeyRow, RotationRow, SealedVersion,
     SecretRow, StepRow, StoreError, StoreTx, TokenRow, VaultRow, VersionFacts, VersionRow,
@@ -970,6 +971,27 @@ impl StoreTx for PgStore {
             vec![p(name.to_string()), p(big(version))],
         )?;
         Ok(())
+    }
+
+    fn count_rows(&self, table: &'static TableSpec) -> Result<u64, StoreError> {
+        crate::image::count_rows(self, table)
+    }
+
+    fn scan_rows(
+        &self,
+        table: &'static TableSpec,
+        sink: &mut dyn FnMut(&[RowImage]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        crate::image::scan_rows(self, table, sink)
+    }
+
+    fn insert_rows(&self, table: &'static TableSpec, rows: &[RowImage]) -> Result<(), StoreError> {
+        crate::image::insert_rows(self, table, rows)
+    }
+
+    fn clear_rows(&self, table: &'static TableSpec) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {}", table.name);
+        self.worker.call(move |c| c.batch(&sql))
     }
 }
 

@@ -91,6 +91,20 @@ impl Conn {
         })
     }
 
+    /// A statement built at run time (the whole-vault copy's, per table): prepared
+    /// for this call only.
+    pub(crate) fn query_text(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<Vec<Row>, StoreError> {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|b| b.as_ref() as _).collect();
+        self.client.query(sql, &refs).map_err(|e| {
+            self.failed = true;
+            pg_error(e)
+        })
+    }
+
     /// Several statements, no parameters, one round trip.
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         self.client.batch_execute(sql).map_err(|e| {

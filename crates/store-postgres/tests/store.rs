@@ -312,15 +312,93 @@ fn compare_and_set_has_one_winner_across_connections() {
     assert_eq!(vault.history("CAS").unwrap().1.len(), 2);
 }
 
+/// A snapshot is the vault's rows as one SQLite vault file: opened there with the same
+/// identity, it reads back what was stored and its chain verifies.
 #[test]
-fn a_backup_and_a_snapshot_are_refused_with_what_to_do_instead() {
-    let schema = schema_or_skip!("a_backup_and_a_snapshot_are_refused_with_what_to_do_instead");
-    let vault = init(&schema);
+fn a_snapshot_is_a_sqlite_vault_file_of_the_same_vault() {
+    let schema = schema_or_skip!("a_snapshot_is_a_sqlite_vault_file_of_the_same_vault");
+    let mut vault = init(&schema);
+    vault
+        .set("A", value("alpha"), &SetOptions::default())
+        .unwrap();
+    vault
+        .set("A", value("beta"), &SetOptions::default())
+        .unwrap();
     drop(vault);
     let store: Store = PgStore::open(&schema.url).unwrap();
-    let err = store.snapshot().unwrap_err();
-    assert!(err.is_usage());
-    assert!(err.to_string().contains("pg_dump"), "{err}");
+    let image = store.snapshot().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap.db");
+    std::fs::write(&path, &image).unwrap();
+    let unlocker = Unlocker {
+        identities: Some(identities()),
+        passphrase: None,
+        identity_hint: String::new(),
+    };
+    let mut copy = Vault::open(&path, unlocker, actor("file")).unwrap();
+    let got = copy
+        .get(
+            "A",
+            VersionSelector::Number(secret_core::model::VersionNumber::new(1).unwrap()),
+        )
+        .unwrap();
+    assert_eq!(got.value.expose(), "alpha");
+    copy.audit_verify(None).unwrap();
+}
+
+/// The copy's table list names every table and column the migrations make (a column
+/// added later and not listed would be silently left behind by `store copy`).
+#[test]
+fn the_copy_lists_every_table_and_column_of_the_postgres_schema() {
+    let schema = schema_or_skip!("the_copy_lists_every_table_and_column_of_the_postgres_schema");
+    drop(init(&schema));
+    let listed = schema
+        .query(
+            "SELECT table_name, string_agg(column_name, ',' ORDER BY column_name)
+             FROM information_schema.columns WHERE table_schema = current_schema()
+             AND table_name <> 'secret_vault_meta' GROUP BY table_name ORDER BY table_name",
+        )
+        .unwrap();
+    let mut expected: Vec<(String, String)> = secret_core::store::image::TABLES
+        .iter()
+        .map(|t| {
+            let mut columns: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
+            columns.extend(t.generated);
+            columns.sort();
+            (t.name.to_string(), columns.join(","))
+        })
+        .collect();
+    expected.sort();
+    let expected: Vec<String> = expected.iter().map(|(t, c)| format!("{t}|{c}")).collect();
+    assert_eq!(listed, expected.join("\n"));
+}
+
+/// A blank destination is refused when it holds anything, and is made inside the
+/// copy's transaction: rolled back, the schema is as empty as before.
+#[test]
+fn a_blank_destination_is_refused_when_taken_and_left_empty_by_a_rollback() {
+    let schema =
+        schema_or_skip!("a_blank_destination_is_refused_when_taken_and_left_empty_by_a_rollback");
+    let mut blank = PgStore::blank(&schema.url).unwrap();
+    let err = blank
+        .write_blank(|_tx| Err::<(), _>(VaultError::Usage("stop here".into())))
+        .unwrap_err();
+    assert!(err.to_string().contains("stop here"));
+    assert_eq!(
+        schema
+            .query("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()")
+            .unwrap(),
+        "0"
+    );
+    drop(init(&schema));
+    let err = PgStore::blank(&schema.url).unwrap_err();
+    assert_eq!(err.exit_code(), 4, "{err}");
+    assert!(err.to_string().contains("holds a vault"), "{err}");
+    let other = TestSchema::create("blank-foreign").unwrap();
+    other.sql("CREATE TABLE invoices (id int)").unwrap();
+    let err = PgStore::blank(&other.url).unwrap_err();
+    assert_eq!(err.exit_code(), 4, "{err}");
+    assert!(err.to_string().contains("invoices"), "{err}");
 }
 
 #[test]

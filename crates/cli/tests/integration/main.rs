@@ -5,6 +5,7 @@
 mod argv;
 mod audit;
 mod backup;
+mod copy;
 mod crash_matrix;
 mod daily;
 mod drift;

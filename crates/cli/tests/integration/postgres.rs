@@ -59,28 +59,54 @@ fn a_postgres_url_is_never_a_folder_and_its_errors_are_clear() {
     }
 }
 
-/// Backup, restore and scheduled backups are SQLite files: refused on PostgreSQL with
-/// what to do instead (exit 2), before anything is written.
+/// Scheduled backups run on PostgreSQL too (`serve --backup-dir`): the first is due
+/// at once, and it is an age file `secret restore` takes.
 #[test]
-fn backup_and_restore_are_refused_on_postgres_with_what_to_do() {
-    on_postgres(
-        "backup_and_restore_are_refused_on_postgres_with_what_to_do",
-        || {
-            let env = TestEnv::init();
-            env.set("A", "alpha");
-            env.run(&["backup", "b.age"]).code(2).stderr_has("pg_dump");
-            assert!(!env.path("b.age").exists());
-            std::fs::write(env.path("old.age"), b"whatever").unwrap();
-            env.run(&["restore", "old.age"])
-                .code(2)
-                .stderr_has("pg_dump");
-            env.run(&["serve", "--backup-dir", "backups"])
-                .code(2)
-                .stderr_has("pg_dump");
-            assert_eq!(env.get("A"), "alpha");
-            env.run(&["audit", "verify"]).ok();
-        },
-    );
+fn serve_backs_up_a_postgres_vault() {
+    on_postgres("serve_backs_up_a_postgres_vault", || {
+        let env = TestEnv::init();
+        env.set("A", "alpha");
+        let serve = crate::util::KillOnDrop::new(
+            env.command(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-scheduler",
+                "--backup-dir",
+                "backups",
+                "--backup-every",
+                "1h",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let backup = loop {
+            let found = std::fs::read_dir(env.path("backups"))
+                .ok()
+                .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())))
+                .filter(|p| p.extension().is_some_and(|x| x == "age"));
+            if let Some(path) = found {
+                break path;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no backup within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        drop(serve);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut restored = TestEnv::new();
+        restored.pg = None;
+        std::fs::create_dir_all(restored.identity.parent().unwrap()).unwrap();
+        std::fs::copy(&env.identity, &restored.identity).unwrap();
+        restored.run(&["restore", backup.to_str().unwrap()]).ok();
+        assert_eq!(restored.get("A"), "alpha");
+    });
 }
 
 /// Several `secret set`/`get` processes and in-process writers append to one

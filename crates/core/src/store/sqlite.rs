@@ -320,6 +320,29 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// An empty vault schema in memory (no file, no WAL): where `secret store copy`
+    /// builds and proves a vault file before writing it, and where a PostgreSQL
+    /// vault's rows become the SQLite image of a backup. [`SqliteStore::snapshot`]
+    /// gives its bytes.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        small_lookaside();
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+        let mut store = Self {
+            conn,
+            path: PathBuf::new(),
+            changed: false,
+            open: None,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Whether this is an [`SqliteStore::in_memory`] vault.
+    fn is_memory(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
+
     fn configure(conn: Connection, path: &Path) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let not_a_vault = |e: rusqlite::Error| match e.sqlite_error_code() {
@@ -441,11 +464,35 @@ impl Backend for SqliteStore {
     }
 
     fn location(&self) -> String {
+        if self.is_memory() {
+            return "a vault in memory".into();
+        }
         self.path.display().to_string()
     }
 
     fn schema_version(&self) -> u32 {
         SCHEMA_VERSION
+    }
+
+    /// A file already has its schema (from [`SqliteStore::create`] or
+    /// [`SqliteStore::in_memory`]): this takes the write lock and checks that no
+    /// table holds a row.
+    fn begin_blank(&mut self) -> Result<(), StoreError> {
+        self.begin(TxMode::Write(Durability::Synced))?;
+        match super::image::holds_rows(self) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                Backend::rollback(self);
+                Err(StoreError::NotEmpty {
+                    location: Backend::location(self),
+                    holds: "a vault".into(),
+                })
+            }
+            Err(e) => {
+                Backend::rollback(self);
+                Err(e)
+            }
+        }
     }
 
     /// A write takes the lock up front (`BEGIN IMMEDIATE`), waiting out another writer
@@ -500,6 +547,13 @@ impl Backend for SqliteStore {
     }
 
     fn another(&self) -> Result<Box<dyn Backend>, StoreError> {
+        if self.is_memory() {
+            return Err(StoreError::Unsupported {
+                what: "a second connection",
+                location: Backend::location(self),
+                instead: "write it to a file first",
+            });
+        }
         Ok(Box::new(Self::open_again(&self.path)?))
     }
 
@@ -593,6 +647,9 @@ impl Drop for SqliteStore {
     /// wait for readers (a running `serve`): their own checkpoints take over.
     /// Durability is unaffected either way: every commit is already in the WAL.
     fn drop(&mut self) {
+        if self.is_memory() {
+            return;
+        }
         let wal_len = fs::metadata(sibling(&self.path, "-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -701,6 +758,50 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         revoked_at_ms: r.get(6)?,
         last_used_at_ms: r.get(7)?,
     })
+}
+
+/// One stored value as a [`image::Cell`] of the column's declared kind; a value of
+/// another kind (SQLite keeps whatever it is given) is a corrupt row, not a guess.
+fn sqlite_cell(
+    table: &'static str,
+    column: &str,
+    kind: image::ColumnType,
+    value: rusqlite::types::ValueRef<'_>,
+) -> Result<image::Cell, StoreError> {
+    use image::{Cell, ColumnType};
+    use rusqlite::types::ValueRef;
+    let found = match value {
+        ValueRef::Null => return Ok(Cell::Null),
+        ValueRef::Integer(n) if kind == ColumnType::Int => return Ok(Cell::Int(n)),
+        ValueRef::Text(t) if kind == ColumnType::Text => match std::str::from_utf8(t) {
+            Ok(text) => return Ok(Cell::Text(text.to_string())),
+            Err(_) => "text that is not UTF-8",
+        },
+        ValueRef::Blob(b) if kind == ColumnType::Blob => return Ok(Cell::Blob(b.to_vec())),
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a blob",
+    };
+    Err(StoreError::Corrupt {
+        table,
+        reason: format!("column {column} holds {found}, not {kind:?}"),
+    })
+}
+
+/// A cell bound as a statement parameter, without copying it.
+struct SqlCell<'a>(&'a image::Cell);
+
+impl rusqlite::ToSql for SqlCell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            image::Cell::Null => ValueRef::Null,
+            image::Cell::Int(n) => ValueRef::Integer(*n),
+            image::Cell::Text(t) => ValueRef::Text(t.as_bytes()),
+            image::Cell::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
 }
 
 const ENTRY_COLUMNS: &str =
@@ -1524,6 +1625,82 @@ impl StoreTx for SqliteStore {
         stmt.execute(params![name, version as i64])?;
         Ok(())
     }
+
+    // --- the whole vault as rows -------------------------------------------------------
+
+    fn count_rows(&self, table: &'static image::TableSpec) -> Result<u64, StoreError> {
+        let n: i64 =
+            self.conn
+                .query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| {
+                    r.get(0)
+                })?;
+        Ok(n as u64)
+    }
+
+    fn scan_rows(
+        &self,
+        table: &'static image::TableSpec,
+        sink: &mut dyn FnMut(&[image::RowImage]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            table.column_list(),
+            table.name,
+            table.order_by
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut page = Vec::with_capacity(image::PAGE_ROWS);
+        while let Some(row) = rows.next()? {
+            let mut cells = Vec::with_capacity(table.columns.len());
+            for (index, (column, kind)) in table.columns.iter().enumerate() {
+                cells.push(sqlite_cell(table.name, column, *kind, row.get_ref(index)?)?);
+            }
+            page.push(cells);
+            if page.len() == image::PAGE_ROWS {
+                sink(&page)?;
+                page.clear();
+            }
+        }
+        if !page.is_empty() {
+            sink(&page)?;
+        }
+        Ok(())
+    }
+
+    fn insert_rows(
+        &self,
+        table: &'static image::TableSpec,
+        rows: &[image::RowImage],
+    ) -> Result<(), StoreError> {
+        let placeholders: Vec<String> =
+            (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            table.name,
+            table.column_list(),
+            placeholders.join(", ")
+        ))?;
+        for row in rows {
+            if row.len() != table.columns.len() {
+                return Err(StoreError::Corrupt {
+                    table: table.name,
+                    reason: format!(
+                        "a row of {} cells for {} columns",
+                        row.len(),
+                        table.columns.len()
+                    ),
+                });
+            }
+            stmt.execute(rusqlite::params_from_iter(row.iter().map(SqlCell)))?;
+        }
+        Ok(())
+    }
+
+    fn clear_rows(&self, table: &'static image::TableSpec) -> Result<(), StoreError> {
+        self.conn
+            .execute(&format!("DELETE FROM {}", table.name), [])?;
+        Ok(())
+    }
 }
 /// The store's own tests drive a connection directly, without the vault's `Store`.
 #[cfg(test)]
@@ -1574,6 +1751,78 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect()
+    }
+
+    /// The copy's table list names every table and column the migrations make (a
+    /// column added later and not listed would be silently left behind by a copy).
+    #[test]
+    fn the_copy_lists_every_table_and_column_of_the_schema() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut found = Vec::new();
+        for table in tables(&store.conn) {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap();
+            let mut columns: Vec<String> = stmt
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            columns.sort();
+            found.push((table, columns));
+        }
+        let mut listed: Vec<(String, Vec<String>)> = image::TABLES
+            .iter()
+            .map(|t| {
+                let mut columns: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|(c, _)| c.to_string())
+                    .chain(t.generated.iter().map(|c| c.to_string()))
+                    .collect();
+                columns.sort();
+                (t.name.to_string(), columns)
+            })
+            .collect();
+        listed.sort();
+        assert_eq!(found, listed);
+    }
+
+    /// Rows copied into another store read back byte for byte (the same digest), a
+    /// store holding rows is not blank, and a copy rolled back leaves none.
+    #[test]
+    fn rows_copy_whole_and_a_taken_store_is_not_blank() {
+        let mut from = SqliteStore::in_memory().unwrap();
+        from.write(|tx| {
+            tx.insert_vault_row(&vault_row(1))?;
+            tx.insert_unkeyed(&UnkeyedEvent {
+                at_ms: 5,
+                actor: "a".into(),
+                pid: None,
+                action: "unlock".into(),
+                outcome: "locked".into(),
+                request_id: "r".into(),
+                details: "{}".into(),
+            })
+        })
+        .unwrap();
+        let mut to = SqliteStore::in_memory().unwrap();
+        Backend::begin(&mut from, TxMode::Read).unwrap();
+        to.begin_blank().unwrap();
+        let copied = image::copy_rows(&from, &to, &mut |_| {}).unwrap();
+        assert_eq!(copied, image::digest_rows(&to).unwrap());
+        assert_eq!(copied.total(), 2);
+        Backend::rollback(&mut to);
+        assert_eq!(image::digest_rows(&to).unwrap().total(), 0);
+        to.begin_blank().unwrap();
+        image::copy_rows(&from, &to, &mut |_| {}).unwrap();
+        Backend::commit(&mut to).unwrap();
+        Backend::rollback(&mut from);
+        assert!(matches!(
+            to.begin_blank().unwrap_err(),
+            StoreError::NotEmpty { .. }
+        ));
     }
 
     #[test]

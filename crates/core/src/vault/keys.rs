@@ -11,13 +11,16 @@
 //!   change), revokes every API token (their hashes were keyed by the old key), and
 //!   appends the `rekey` entry — the last one MACed under the old key. A crash at any
 //!   point leaves the old key or the new one fully in force: SQLite commits it whole.
-//! - **Backup** appends its audit entry, then takes one consistent snapshot of the file
-//!   (SQLite's online backup) and encrypts it with age to the vault's recipients, or to
-//!   its passphrase; the plain `age -d` gives back a vault file.
+//! - **Backup** appends its audit entry, then takes one consistent snapshot of the vault
+//!   as a SQLite file (SQLite's online backup; on PostgreSQL, every row read in one
+//!   snapshot into a SQLite vault in memory) and encrypts it with age to the vault's
+//!   recipients, or to its passphrase; the plain `age -d` gives back a vault file.
 //! - **Restore** decrypts a backup into a private temporary folder, unlocks it, verifies
 //!   its audit chain and opens every ciphertext; only then does it keep the current vault
-//!   aside and replace it in one transaction. A backup older than the vault (by audit
-//!   head) needs `force`.
+//!   aside and replace it in one transaction (a file: SQLite's backup into it; a
+//!   database: every row deleted and the backup's inserted, then read back, before the
+//!   commit; the replaced vault kept as a SQLite vault file beside the backup). A backup
+//!   older than the vault (by audit head) needs `force`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,7 +38,7 @@ use crate::clock::Clock;
 use crate::crypto::{self, AgeKey, AgeTo, CryptoError, MacKey, ValueSlot, VaultKey};
 use crate::private_file::{self, PrivateFileError};
 use crate::render::rfc3339;
-use crate::store::{BackendKind, KeyringKind, KeyringRow, RetiredKeyRow, Store, StoreError, Tx};
+use crate::store::{image, KeyringKind, KeyringRow, RetiredKeyRow, Store, StoreError, Tx};
 
 /// Versions re-encrypted or checked per page.
 const PAGE: u64 = 512;
@@ -149,7 +152,7 @@ fn broken(b: audit::Break) -> VaultError {
     }
 }
 
-fn epoch_after(retired: &[RetiredKeyRow]) -> u64 {
+pub(super) fn epoch_after(retired: &[RetiredKeyRow]) -> u64 {
     retired.last().map(|r| r.epoch + 1).unwrap_or(1)
 }
 
@@ -188,7 +191,7 @@ pub(super) fn verify_chain_in(
 }
 
 /// Calls `f` on every sealed version, a page at a time, then `progress(done, total)`.
-fn for_each_sealed(
+pub(super) fn for_each_sealed(
     tx: &Tx<'_>,
     progress: &mut dyn FnMut(u64, u64),
     mut f: impl FnMut(&crate::store::SealedVersion) -> Result<(), VaultError>,
@@ -210,7 +213,7 @@ fn for_each_sealed(
     Ok(done)
 }
 
-fn undecryptable(name: &str, version: u64) -> VaultError {
+pub(super) fn undecryptable(name: &str, version: u64) -> VaultError {
     VaultError::Integrity(format!(
         "version {version} of {name} does not decrypt: its stored ciphertext was altered or \
          moved from another row"
@@ -254,7 +257,7 @@ fn aside_path(vault_path: &Path, now_ms: i64) -> PathBuf {
     vault_path.with_file_name(name)
 }
 
-fn file_error(e: PrivateFileError) -> VaultError {
+pub(super) fn file_error(e: PrivateFileError) -> VaultError {
     match e {
         PrivateFileError::Exists(path) => VaultError::Conflict(format!(
             "{} already exists; pass --force to replace it",
@@ -640,18 +643,6 @@ impl Vault {
         target: BackupTarget<'_>,
         encryption: BackupEncryption,
     ) -> Result<BackupReport, VaultError> {
-        if self.store.kind() != BackendKind::Sqlite {
-            // A backup is an age-encrypted SQLite file; a database server has its own.
-            let e = VaultError::Store(StoreError::Unsupported {
-                what: "secret backup",
-                location: self.store.location(),
-                instead: "back the database up with pg_dump (its rows hold values sealed \
-                          under the vault key, as a vault file does), or keep the vault in \
-                          a SQLite file (--vault PATH) for age-encrypted backups",
-            });
-            self.record_refusal(Action::Backup, None, &e);
-            return Err(e);
-        }
         if let BackupEncryption::Passphrase { passphrase, .. } = &encryption {
             if let Err(e) = self.check_passphrase(passphrase) {
                 self.record_refusal(Action::Backup, None, &e);
@@ -733,11 +724,11 @@ impl Vault {
         }
     }
 
-    /// Restores the vault at `vault_path` from an age-encrypted backup (see the module
-    /// doc). Nothing at `vault_path` changes unless the backup proves out and, for a
+    /// Restores the vault at `target` from an age-encrypted backup (see the module
+    /// doc). Nothing at `target` changes unless the backup proves out and, for a
     /// backup older than the vault, `force` is given.
     pub fn restore(
-        vault_path: &Path,
+        target: RestoreTarget<'_>,
         backup: &[u8],
         unlocker: Unlocker,
         options: RestoreOptions,
@@ -786,10 +777,24 @@ impl Vault {
         if !image.starts_with(b"SQLite format 3\0") {
             return Err(not_intact("it decrypts, but not to a vault file".into()));
         }
-        // 2. Unlock and prove it, in a private folder beside the vault.
-        let folder = match vault_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
+        // 2. Unlock and prove it, in a private folder beside the vault (a database's:
+        //    beside the backup).
+        let (vault_path, mut database) = match target {
+            RestoreTarget::File(path) => (Some(path), None),
+            RestoreTarget::Database(db) => (None, Some(db)),
+        };
+        let shown = match (&vault_path, &database) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(db)) => db.location.clone(),
+            (None, None) => String::new(),
+        };
+        let folder = match (&vault_path, &database) {
+            (Some(path), _) => match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            (None, Some(db)) => db.folder.to_path_buf(),
+            (None, None) => PathBuf::from("."),
         };
         private_file::create_private_dir(&folder).map_err(|e| VaultError::Io(e.to_string()))?;
         let scratch = tempfile::Builder::new()
@@ -838,21 +843,26 @@ impl Vault {
         let backup_head = audit::format_head(proof.head_seq, &proof.head_mac);
         // 3. Compare with the vault it would replace.
         let mut warnings = Vec::new();
-        let current = inspect(vault_path);
+        let current = match (&vault_path, &mut database) {
+            (Some(path), _) => inspect(path),
+            (None, Some(db)) => match db.current.as_mut() {
+                Some(store) => inspect_store(store),
+                None => Current::Absent,
+            },
+            (None, None) => Current::Absent,
+        };
         let mut replaced_head = None;
         match &current {
             Current::Absent => {}
             Current::Unreadable(why) => {
                 if !options.force {
                     return Err(VaultError::Conflict(format!(
-                        "the vault at {} cannot be read ({why}); pass --force to replace it with \
-                         the backup (it is kept aside first)",
-                        vault_path.display()
+                        "the vault at {shown} cannot be read ({why}); pass --force to replace \
+                         it with the backup (it is kept aside first)"
                     )));
                 }
                 warnings.push(format!(
-                    "the vault at {} could not be read ({why}); it was replaced",
-                    vault_path.display()
+                    "the vault at {shown} could not be read ({why}); it was replaced"
                 ));
             }
             Current::Vault {
@@ -862,10 +872,9 @@ impl Vault {
             } => {
                 if *vault_id != proof.vault_id {
                     return Err(not_intact(format!(
-                        "it is a backup of another vault (id {}), not of the vault at {} (id {}); \
-                         restore it to another path with --vault",
+                        "it is a backup of another vault (id {}), not of the vault at {shown} \
+                         (id {}); restore it to another path with --vault",
                         crypto::hex(&proof.vault_id),
-                        vault_path.display(),
                         crypto::hex(vault_id)
                     )));
                 }
@@ -912,22 +921,33 @@ impl Vault {
         // 4. Keep the current vault aside, record the restore in the restored chain, and
         //    replace the vault in one transaction.
         let now = clock.now_ms();
-        let kept_aside = match &current {
-            Current::Absent => None,
-            Current::Vault { .. } => {
-                let path = aside_path(vault_path, now);
-                let image = Store::open(vault_path)?.snapshot()?;
-                private_file::write(&path, &image, false).map_err(file_error)?;
-                Some(path)
+        let kept_aside = match (&vault_path, &database, &current) {
+            (_, _, Current::Absent) => None,
+            (Some(path), _, Current::Vault { .. }) => {
+                let aside = aside_path(path, now);
+                let image = Store::open(path)?.snapshot()?;
+                private_file::write(&aside, &image, false).map_err(file_error)?;
+                Some(aside)
             }
-            Current::Unreadable(_) => {
-                let path = aside_path(vault_path, now);
-                let raw = std::fs::read(vault_path).map_err(|e| {
-                    VaultError::Io(format!("cannot read {}: {e}", vault_path.display()))
-                })?;
-                private_file::write(&path, &raw, false).map_err(file_error)?;
-                Some(path)
+            (Some(path), _, Current::Unreadable(_)) => {
+                let aside = aside_path(path, now);
+                let raw = std::fs::read(path)
+                    .map_err(|e| VaultError::Io(format!("cannot read {}: {e}", path.display())))?;
+                private_file::write(&aside, &raw, false).map_err(file_error)?;
+                Some(aside)
             }
+            // A database's vault is kept as a SQLite vault file of its rows (one
+            // snapshot), beside the backup.
+            (None, Some(db), _) => match &db.current {
+                Some(store) => {
+                    let aside = aside_path(&db.folder.join(DATABASE_ASIDE), now);
+                    let image = store.snapshot()?;
+                    private_file::write(&aside, &image, false).map_err(file_error)?;
+                    Some(aside)
+                }
+                None => None,
+            },
+            (None, None, _) => None,
         };
         staged_vault.record(
             Action::Restore,
@@ -941,24 +961,50 @@ impl Vault {
                 "warnings": warnings,
             }),
         )?;
-        let created = match current {
-            Current::Vault { .. } => false,
-            Current::Absent => {
-                drop(Store::create(vault_path)?);
-                true
+        match (vault_path, database) {
+            (Some(vault_path), _) => {
+                let created = match current {
+                    Current::Vault { .. } => false,
+                    Current::Absent => {
+                        drop(Store::create(vault_path)?);
+                        true
+                    }
+                    Current::Unreadable(_) => {
+                        remove_vault_files(vault_path);
+                        drop(Store::create(vault_path)?);
+                        true
+                    }
+                };
+                if let Err(e) = staged_vault.store.copy_into(vault_path) {
+                    // An empty vault file must not stay where the restored one was to go.
+                    if created {
+                        remove_vault_files(vault_path);
+                    }
+                    return Err(e.into());
+                }
             }
-            Current::Unreadable(_) => {
-                remove_vault_files(vault_path);
-                drop(Store::create(vault_path)?);
-                true
+            (None, Some(db)) => {
+                // One transaction: the old rows out, the backup's in, read back.
+                let staged = &mut staged_vault.store;
+                let mut replace = |dst: &Tx<'_>, clear: bool| {
+                    if clear {
+                        image::clear_rows(dst)?;
+                    }
+                    let copied = staged.read(|src| image::copy_rows(src, dst, &mut |_| {}))?;
+                    if image::digest_rows(dst)? != copied {
+                        return Err(VaultError::Integrity(format!(
+                            "the rows read back from {shown} differ from the backup's; the \
+                             restore was rolled back"
+                        )));
+                    }
+                    Ok::<_, VaultError>(())
+                };
+                match db.current {
+                    Some(mut store) => store.write(|dst| replace(dst, true))?,
+                    None => (db.blank)()?.write_blank(|dst| replace(dst, false))?,
+                }
             }
-        };
-        if let Err(e) = staged_vault.store.copy_into(vault_path) {
-            // An empty vault file must not stay where the restored one was to go.
-            if created {
-                remove_vault_files(vault_path);
-            }
-            return Err(e.into());
+            (None, None) => {}
         }
         drop(staged_vault);
         drop(scratch);
@@ -973,6 +1019,30 @@ impl Vault {
     }
 }
 
+/// The name (before `.before-restore-<time>`) of the file a restore into a database
+/// keeps the replaced vault in, beside the backup.
+const DATABASE_ASIDE: &str = "database-vault.db";
+
+/// Where a restore puts the vault.
+pub enum RestoreTarget<'a> {
+    /// A SQLite vault file, made if absent.
+    File(&'a Path),
+    /// A vault in a database (PostgreSQL).
+    Database(DatabaseTarget<'a>),
+}
+
+/// A database a restore replaces the rows of, in one transaction.
+pub struct DatabaseTarget<'a> {
+    /// The vault there (`None`: the location holds nothing yet).
+    pub current: Option<Store>,
+    /// Connects to an empty location for a copy into it (when `current` is `None`).
+    pub blank: Box<dyn FnOnce() -> Result<Store, VaultError> + 'a>,
+    /// Where the backup is staged and the replaced vault kept (the backup's folder).
+    pub folder: &'a Path,
+    /// For messages: the URL without its password.
+    pub location: String,
+}
+
 /// The vault a restore would replace, read without its key.
 enum Current {
     Absent,
@@ -982,6 +1052,18 @@ enum Current {
         head: Option<(u64, Vec<u8>)>,
         key_check: Vec<u8>,
     },
+}
+
+fn inspect_store(store: &mut Store) -> Current {
+    match store.read(|tx| Ok::<_, StoreError>((tx.vault_row()?, tx.audit_head()?))) {
+        Ok((Some(row), head)) => Current::Vault {
+            vault_id: row.vault_id,
+            head: head.map(|h| (h.seq, h.mac)),
+            key_check: row.key_check,
+        },
+        Ok((None, _)) => Current::Unreadable("it was never initialised".into()),
+        Err(e) => Current::Unreadable(e.to_string()),
+    }
 }
 
 fn inspect(vault_path: &Path) -> Current {
