@@ -40,6 +40,9 @@ pub struct Environment {
     pub ca_file: Option<PathBuf>,
     /// How long rotations wait and retry (shortened by tests and the demo).
     pub tuning: Tuning,
+    /// `RAILWAY_REPLICA_ID`: on Railway, the replica this process is (the default
+    /// `secret serve --instance-id`).
+    pub railway_replica_id: Option<String>,
 }
 
 /// `SECRET_POLL_INTERVAL_MS`, `SECRET_RETRY_BASE_MS`, `SECRET_HTTP_TIMEOUT_MS`.
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Environment {
             .field("token_file", &self.token_file)
             .field("ca_file", &self.ca_file)
             .field("tuning", &self.tuning)
+            .field("railway_replica_id", &self.railway_replica_id)
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +111,22 @@ impl Environment {
                 retry_base: ms("SECRET_RETRY_BASE_MS"),
                 http_timeout: ms("SECRET_HTTP_TIMEOUT_MS"),
             },
+            railway_replica_id: text("RAILWAY_REPLICA_ID"),
         }
+    }
+
+    /// The default id of a `secret serve` instance: Railway's replica id when set,
+    /// else `hostname:pid`.
+    pub fn default_instance_id(&self) -> String {
+        if let Some(replica) = &self.railway_replica_id {
+            return replica.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", std::process::id())
     }
 
     /// Whether the environment a `secret run` child inherits already has `name`. Read

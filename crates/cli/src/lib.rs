@@ -308,6 +308,10 @@ pub struct ServeArgs {
     /// A request, body included, must be answered within this (else 408).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// This instance's name in /readyz and /metrics (default: RAILWAY_REPLICA_ID, else
+    /// hostname:pid).
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -532,6 +536,7 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
     }
     let scheduler = (!args.no_scheduler).then(|| SchedulerOptions {
         tick: args.tick,
+        lease_ttl: args.tick,
         drift_every: (!args.drift_every.is_zero()).then_some(args.drift_every),
         engine: rotation::engine_options(ctx, secret_rotation::Trigger::Scheduler),
         ..Default::default()
@@ -559,6 +564,9 @@ fn serve(ctx: &Context, args: ServeArgs) -> Result<(), VaultError> {
                 idle_timeout: args.idle_timeout,
                 request_timeout: args.request_timeout,
             },
+            instance: args
+                .instance_id
+                .unwrap_or_else(|| ctx.env.default_instance_id()),
         },
     };
     run_until_signal(command, policies, || ctx.open())

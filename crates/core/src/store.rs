@@ -444,6 +444,14 @@ pub trait StoreTx {
 
     fn delete_lock(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// A lock's fencing token (`None`: no such lock). `put_lock` keeps it as it is.
+    fn lock_epoch(&self, name: &str) -> Result<Option<u64>, StoreError>;
+
+    fn set_lock_epoch(&self, name: &str, epoch: u64) -> Result<(), StoreError>;
+
+    /// Drops every lock `holder` has (a deposed leader's); returns how many.
+    fn delete_locks_held_by(&self, holder: &str) -> Result<u64, StoreError>;
+
     fn audit_head(&self) -> Result<Option<Head>, StoreError>;
 
     /// The first and last sequence numbers in the log, and the MAC of entry `seq`:

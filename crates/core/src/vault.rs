@@ -282,6 +282,16 @@ fn check_lease(
     now: i64,
 ) -> Result<(), VaultError> {
     let Some(lease) = lease else { return Ok(()) };
+    if let Some((fence, epoch)) = &lease.fence {
+        let leads = matches!(tx.lock(fence)?, Some((holder, _)) if holder == lease.holder)
+            && tx.lock_epoch(fence)? == Some(*epoch);
+        if !leads {
+            return Err(VaultError::Conflict(format!(
+                "this instance no longer holds the {fence} lease at epoch {epoch} (another \
+                 instance took it over): it changes nothing more"
+            )));
+        }
+    }
     let name = format!("rotation:{secret}");
     match tx.lock(&name)? {
         Some((holder, _)) if holder == lease.holder => {
@@ -1118,6 +1128,18 @@ pub enum Liveness {
 struct Lease {
     holder: String,
     ttl_ms: i64,
+    /// A leader's lease and the epoch it took it at: every step also checks that the
+    /// lease still names this holder at that epoch (the fencing token).
+    fence: Option<(String, u64)>,
+}
+
+/// A lease taken (or kept) by [`Vault::take_lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The fencing token: it grows by one each time the lease passes to a new holder.
+    pub epoch: u64,
+    /// The holder it was taken from (`None`: renewed, or it was free).
+    pub took_over_from: Option<String>,
 }
 
 impl Vault {
@@ -1476,7 +1498,101 @@ impl Vault {
         self.lease = Some(Lease {
             holder: holder.to_string(),
             ttl_ms,
+            fence: None,
         });
+    }
+
+    /// From now on every rotation step also checks, in its own transaction, that lease
+    /// `name` is held by this vault's lease holder at `epoch` (see [`Vault::take_lease`]):
+    /// once another instance has taken the lease, the next step fails. `None` lifts it.
+    pub fn fence_with(&mut self, fence: Option<(&str, u64)>) {
+        if let Some(lease) = &mut self.lease {
+            lease.fence = fence.map(|(name, epoch)| (name.to_string(), epoch));
+        }
+    }
+
+    /// Takes (or renews) the lease `name` for `holder` until `now + ttl`. A lease held
+    /// by another is taken only when `free(holder, expires_at_ms)` says its holder is
+    /// gone. Taking it from another holder, in the same transaction: the epoch grows by
+    /// one (so that holder's fenced steps fail from now on) and every lock that holder
+    /// had (its per-secret rotation locks) is dropped, for the new holder to resume.
+    pub fn take_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        free: impl FnOnce(&str, i64) -> bool,
+    ) -> Result<Result<Leadership, Held>, VaultError> {
+        let now = self.clock.now_ms();
+        Ok(self.store.write(|tx| {
+            let epoch = tx.lock_epoch(name)?.unwrap_or(0);
+            let current = tx.lock(name)?.filter(|(h, _)| !h.is_empty());
+            if let Some((current, expires)) = &current {
+                if current == holder {
+                    tx.put_lock(name, holder, now + ttl_ms)?;
+                    return Ok::<_, StoreError>(Ok(Leadership {
+                        epoch,
+                        took_over_from: None,
+                    }));
+                }
+                if !free(current, *expires) {
+                    return Ok(Err(Held {
+                        holder: current.clone(),
+                    }));
+                }
+                tx.delete_locks_held_by(current)?;
+            }
+            tx.put_lock(name, holder, now + ttl_ms)?;
+            tx.set_lock_epoch(name, epoch + 1)?;
+            Ok(Ok(Leadership {
+                epoch: epoch + 1,
+                took_over_from: current.map(|(h, _)| h),
+            }))
+        })?)
+    }
+
+    /// Extends lease `name` if `holder` still has it at `epoch`; false when it has lost
+    /// it (another instance took it over).
+    pub fn renew_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        epoch: u64,
+        ttl_ms: i64,
+    ) -> Result<bool, VaultError> {
+        let now = self.clock.now_ms();
+        Ok(self.store.write(|tx| {
+            let held = matches!(tx.lock(name)?, Some((h, _)) if h == holder)
+                && tx.lock_epoch(name)? == Some(epoch);
+            if held {
+                tx.put_lock(name, holder, now + ttl_ms)?;
+            }
+            Ok::<_, StoreError>(held)
+        })?)
+    }
+
+    /// Gives lease `name` up if `holder` has it: the row stays, naming nobody, so that
+    /// its epoch keeps growing with the next holder.
+    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), VaultError> {
+        Ok(self.store.write(|tx| {
+            if matches!(tx.lock(name)?, Some((h, _)) if h == holder) {
+                tx.put_lock(name, "", 0)?;
+            }
+            Ok::<_, StoreError>(())
+        })?)
+    }
+
+    /// Lease `name` as it stands: its holder (`None` when nobody holds it), when it
+    /// ends, and its epoch.
+    pub fn lease(&mut self, name: &str) -> Result<Option<(String, i64, u64)>, VaultError> {
+        Ok(self.store.read(|tx| {
+            let epoch = tx.lock_epoch(name)?.unwrap_or(0);
+            Ok::<_, StoreError>(
+                tx.lock(name)?
+                    .filter(|(h, _)| !h.is_empty())
+                    .map(|(h, e)| (h, e, epoch)),
+            )
+        })?)
     }
 
     pub fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), VaultError> {

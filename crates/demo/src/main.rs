@@ -277,6 +277,7 @@ async fn demo(dir: &Path, run_for: Duration) -> Result<(), VaultError> {
         trust_forwarded_for: false,
         backup: None,
         limits: Default::default(),
+        instance: "demo".into(),
     };
     let server = tokio::spawn(secret_server::serve::serve(
         listener,

@@ -281,8 +281,9 @@ pub struct Engine {
     holder: String,
     held: Vec<String>,
     fingerprint: secret_core::audit::Fingerprinter,
-    /// Turns true when the process is stopping: no new rotation starts, no next phase.
-    stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Any of these turns true when the process is stopping (or, in `serve`, has lost
+    /// the scheduler lease): no new rotation starts, no next phase.
+    stop: Vec<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// This boot of this machine, to tell a dead lock holder from a live one.
@@ -457,18 +458,19 @@ impl Engine {
             holder,
             held: Vec::new(),
             fingerprint,
-            stop: None,
+            stop: Vec::new(),
         })
     }
 
     /// Stop between steps once `stop` turns true (SIGTERM in `serve`): what has started
     /// is left resumable, nothing new starts.
+    /// Several signals may be given; any one stops the pass.
     pub fn stop_on(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
-        self.stop = Some(stop);
+        self.stop.push(stop);
     }
 
     fn stopping(&self) -> bool {
-        self.stop.as_ref().is_some_and(|s| *s.borrow())
+        self.stop.iter().any(|s| *s.borrow())
     }
 
     /// This process's lock holder id.

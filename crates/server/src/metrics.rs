@@ -87,7 +87,12 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub audit_chain_ok: Gauge,
     pub scheduler_last_run: Gauge<f64, AtomicU64>,
+    /// 1 while this instance leads the scheduler (labelled with `instance_id`).
     pub scheduler_leader: Gauge,
+    /// The fencing token of the scheduler lease this instance last took (0: never).
+    pub scheduler_epoch: Gauge,
+    /// This instance's id (`--instance-id`), the `instance_id` label of the two above.
+    pub instance: String,
     /// When `--backup-dir` last got a backup (unix seconds; 0 before the first).
     pub backup_last_success: Gauge<f64, AtomicU64>,
     /// `--backup-every` in seconds; 0 when serve takes no backups.
@@ -113,7 +118,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of an instance named `local` (tests, a single instance).
     pub fn new() -> Self {
+        Self::for_instance("local")
+    }
+
+    /// The metrics of the instance `instance` (`secret serve --instance-id`).
+    pub fn for_instance(instance: &str) -> Self {
         let m = Self {
             registry: Mutex::new(Registry::default()),
             rotations: Family::default(),
@@ -125,6 +136,8 @@ impl Metrics {
             audit_chain_ok: Gauge::default(),
             scheduler_last_run: Gauge::default(),
             scheduler_leader: Gauge::default(),
+            scheduler_epoch: Gauge::default(),
+            instance: instance.to_string(),
             backup_last_success: Gauge::default(),
             backup_interval: Gauge::default(),
             backups: Family::default(),
@@ -176,10 +189,21 @@ impl Metrics {
                 "When the scheduler last ran (unix seconds)",
                 m.scheduler_last_run.clone(),
             );
-            r.register(
+            // `instance_id`, not `instance`: Prometheus sets `instance` to the
+            // scrape target itself (and would rename ours to `exported_instance`).
+            let this = r.sub_registry_with_label((
+                std::borrow::Cow::Borrowed("instance_id"),
+                std::borrow::Cow::Owned(instance.to_string()),
+            ));
+            this.register(
                 "secret_scheduler_leader",
-                "1 when this process holds the scheduler lease",
+                "1 when this instance holds the scheduler lease (runs the rotations)",
                 m.scheduler_leader.clone(),
+            );
+            this.register(
+                "secret_scheduler_epoch",
+                "The fencing token (epoch) of the scheduler lease this instance last took",
+                m.scheduler_epoch.clone(),
             );
             r.register(
                 "secret_backup_last_success_timestamp_seconds",
@@ -372,6 +396,7 @@ mod tests {
             "secret_audit_chain_ok",
             "secret_scheduler_last_run_timestamp_seconds",
             "secret_scheduler_leader",
+            "secret_scheduler_epoch",
             "secret_backup_last_success_timestamp_seconds",
             "secret_backup_interval_seconds",
             "secret_backups_total",

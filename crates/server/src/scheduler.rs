@@ -1,10 +1,22 @@
 //! The scheduler inside `secret serve`: every tick (with jitter, so a fleet does not
-//! rotate in lockstep) it takes or renews the scheduler lease and, only while it holds
-//! it, runs one rotation pass — interrupted rotations resumed, ended graces revoked,
-//! due secrets rotated (a bounded number per pass) — plus any rotation the API asked
-//! for. Two `serve` processes on one vault: one acts, the other waits for the lease.
-//! It also keeps the due-time, age and overdue metrics current, and — while it holds
-//! the lease, every `drift_every` — checks that the targets hold what the vault says
+//! rotate in lockstep) it takes or keeps the scheduler lease and, only while it holds
+//! it, runs one rotation pass — interrupted and requested rotations resumed, ended
+//! graces revoked, due secrets rotated (a bounded number per pass). Several `serve`
+//! instances on one vault: exactly one leads; the others wait and take over.
+//!
+//! **Leadership** is a lease row in the vault (`locks`, name `scheduler`) with a short
+//! TTL (one tick) and a fencing token (its `epoch`, one more with every new holder).
+//! The leader renews it from a task of its own every third of the TTL, whatever its
+//! pass is doing. A follower takes it when its holder is seen dead on this machine, or
+//! when it has not changed for a whole TTL by the follower's own clock (so no clock of
+//! another machine is compared with ours): within two ticks of a leader's death. The
+//! takeover drops the old leader's per-secret locks and bumps the epoch in one
+//! transaction; every rotation step of a leader checks in its own transaction that the
+//! lease still names it at its epoch, so a deposed leader (partitioned, paused) fails
+//! at its next step, and its heartbeat, finding the lease gone, stops its pass.
+//!
+//! It also keeps the due-time, age and overdue metrics current, and — while it leads,
+//! every `drift_every` — checks that the targets hold what the vault says
 //! (`secret_drift{target,variable}`).
 
 use std::sync::Arc;
@@ -18,7 +30,7 @@ use crate::passes::PassLog;
 use crate::service::RotateRequest;
 use secret_core::error::VaultError;
 use secret_core::policy::PolicySet;
-use secret_core::vault::Vault;
+use secret_core::vault::{Leadership, Liveness, Vault};
 use secret_rotation::drift::{Drift, State};
 use secret_rotation::{Due, Engine, EngineOptions, Request, Trigger};
 
@@ -26,13 +38,16 @@ use secret_rotation::{Due, Engine, EngineOptions, Request, Trigger};
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
     pub tick: Duration,
-    /// Up to this much is added to each wait, at random.
+    /// Up to this much (and at most a tenth of the tick) is added to each wait, at
+    /// random.
     pub jitter: Duration,
     /// At most this many new rotations start in one pass; the rest wait a tick.
     pub max_new_rotations: usize,
-    /// The scheduler lease lasts this long unless renewed (each tick renews it).
+    /// The scheduler lease lasts this long unless renewed; its holder renews it every
+    /// third of it, and another instance takes it once it has seen it unrenewed this
+    /// long. One tick: a dead leader is replaced within two ticks.
     pub lease_ttl: Duration,
-    /// Time between drift checks (at a tick, by the lease holder); `None`: none.
+    /// Time between drift checks (at a tick, by the leader); `None`: none.
     pub drift_every: Option<Duration>,
     /// How the scheduler's engine polls, retries and times out (its trigger is always
     /// `scheduler`).
@@ -45,16 +60,15 @@ impl Default for SchedulerOptions {
             tick: Duration::from_secs(30),
             jitter: Duration::from_secs(5),
             max_new_rotations: 4,
-            // Long enough for a pass that waits on deploys; a holder seen dead (its pid
-            // and start time gone) loses it at once anyway.
-            lease_ttl: Duration::from_secs(15 * 60),
+            lease_ttl: Duration::from_secs(30),
             drift_every: Some(Duration::from_secs(10 * 60)),
             engine: EngineOptions::default(),
         }
     }
 }
 
-const LEASE: &str = "scheduler";
+/// The name of the scheduler's lease in the vault's `locks`.
+pub const LEASE: &str = "scheduler";
 
 fn jitter(max: Duration) -> Duration {
     if max.is_zero() {
@@ -66,8 +80,85 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_millis(r % (max.as_millis() as u64 + 1))
 }
 
+/// What a follower has seen of the leader's lease, to tell a dead leader from a live
+/// one without comparing clocks: a lease whose row has not changed for a whole TTL
+/// (by this instance's clock) has not been renewed, so its holder is gone (or cut off,
+/// or paused: it is fenced off either way).
+#[derive(Default)]
+struct Observer {
+    seen: Option<(String, i64)>,
+    since: i64,
+}
+
+impl Observer {
+    fn free(&mut self, holder: &str, expires_at_ms: i64, now: i64, ttl_ms: i64) -> bool {
+        if secret_rotation::engine::holder_liveness(holder) == Liveness::Dead {
+            return true;
+        }
+        let record = (holder.to_string(), expires_at_ms);
+        if self.seen.as_ref() != Some(&record) {
+            self.seen = Some(record);
+            self.since = now;
+            return false;
+        }
+        now - self.since >= ttl_ms
+    }
+}
+
+/// Renews the lease while this instance leads (`leading` holds its epoch), every third
+/// of the TTL, on a connection of its own so a pass waiting on a deploy does not let it
+/// lapse. Finding it taken: leadership is lost, `deposed` stops the pass.
+async fn heartbeat(
+    mut vault: Vault,
+    holder: String,
+    ttl: Duration,
+    leading: Arc<watch::Sender<Option<u64>>>,
+    deposed: Arc<watch::Sender<bool>>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = (ttl / 3).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some(epoch) = *leading.borrow() else {
+            continue;
+        };
+        match vault.renew_lease(LEASE, &holder, epoch, ttl.as_millis() as i64) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!(
+                    "scheduler: instance {} lost the scheduler lease (epoch {epoch}) to another \
+                     instance; its pass stops at the next step",
+                    metrics.instance
+                );
+                leading.send_replace(None);
+                deposed.send_replace(true);
+                metrics.scheduler_leader.set(0);
+            }
+            // Cut off from the vault: every write fails too; the lease lapses and
+            // another instance takes over, fencing this one off.
+            Err(e) => eprintln!("scheduler: cannot renew the scheduler lease ({e})"),
+        }
+    }
+}
+
+/// Stops the heartbeat with the scheduler, however the scheduler ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs until `shutdown` turns true. The current pass finishes its step; anything left
-/// is resumable by the next start.
+/// is resumable by the next start (or the next leader).
 pub async fn run(
     engine: &mut Engine,
     policies: Arc<PolicySet>,
@@ -81,17 +172,32 @@ pub async fn run(
         metrics.know_secret(name);
     }
     let holder = engine.holder().to_string();
+    let ttl_ms = options.lease_ttl.as_millis() as i64;
+    let leading = Arc::new(watch::channel(None::<u64>).0);
+    let (deposed_tx, deposed_rx) = watch::channel(false);
+    let deposed = Arc::new(deposed_tx);
     engine.stop_on(shutdown.clone());
+    engine.stop_on(deposed_rx);
+    let _beat = AbortOnDrop(tokio::spawn(heartbeat(
+        engine.vault().another_connection()?,
+        holder.clone(),
+        options.lease_ttl,
+        leading.clone(),
+        deposed.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )));
     let drift = match options.drift_every {
         Some(every) => Some((Drift::new((*policies).clone(), &options.engine)?, every)),
         None => None,
     };
+    let mut observer = Observer::default();
     let mut next_drift = i64::MIN;
     let mut first = true;
     loop {
         let mut asked: Vec<RotateRequest> = Vec::new();
         if !first {
-            let wait = options.tick + jitter(options.jitter);
+            let wait = options.tick + jitter(options.jitter.min(options.tick / 10));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 Some(req) = requests.recv() => asked.push(req),
@@ -105,33 +211,58 @@ pub async fn run(
         while let Ok(req) = requests.try_recv() {
             asked.push(req);
         }
-        let leader = engine
+        let now = engine.vault().now();
+        let taken = engine
             .vault()
-            .acquire_lock(LEASE, &holder, options.lease_ttl.as_millis() as i64, |h| {
-                secret_rotation::engine::holder_liveness(h)
-            })
-            .map(|r| r.is_ok());
-        let leader = match leader {
-            Ok(l) => l,
+            .take_lease(LEASE, &holder, ttl_ms, |h, expires| {
+                observer.free(h, expires, now, ttl_ms)
+            });
+        let leader = match taken {
+            Ok(Ok(Leadership {
+                epoch,
+                took_over_from,
+            })) => {
+                if *leading.borrow() != Some(epoch) {
+                    let from = match &took_over_from {
+                        Some(h) => format!(", taken over from {h}"),
+                        None => String::new(),
+                    };
+                    eprintln!(
+                        "scheduler: instance {} leads (epoch {epoch}{from})",
+                        metrics.instance
+                    );
+                }
+                engine.vault().fence_with(Some((LEASE, epoch)));
+                leading.send_replace(Some(epoch));
+                deposed.send_replace(false);
+                metrics.scheduler_epoch.set(epoch as i64);
+                true
+            }
+            Ok(Err(_held)) => false,
             Err(e) => {
                 eprintln!("scheduler: cannot check the lease ({e}); trying again next tick");
                 false
             }
         };
-        metrics.scheduler_leader.set(i64::from(leader));
-        // Requested rotations run here whether or not this process leads: they are
-        // recorded in the vault, and the per-secret lock keeps them single.
-        let names: Vec<String> = asked.iter().map(|r| r.secret.clone()).collect();
-        if !names.is_empty() {
-            match engine.run(Request::Names(names)).await {
-                Ok(report) => {
-                    record(&metrics, &report);
-                    passes.record(&asked, &report);
-                }
-                Err(e) => eprintln!("scheduler: requested rotation: {e}"),
-            }
+        if !leader {
+            engine.vault().fence_with(None);
+            leading.send_replace(None);
         }
+        metrics.scheduler_leader.set(i64::from(leader));
         if leader {
+            // Requested rotations are rows in the vault (state `requested`): asked
+            // here, they run now; asked of another instance, this pass resumes them
+            // with the rest, since only the leader rotates.
+            let names: Vec<String> = asked.iter().map(|r| r.secret.clone()).collect();
+            if !names.is_empty() {
+                match engine.run(Request::Names(names)).await {
+                    Ok(report) => {
+                        record(&metrics, &report);
+                        passes.record(&asked, &report);
+                    }
+                    Err(e) => eprintln!("scheduler: requested rotation: {e}"),
+                }
+            }
             match engine.run(Request::Due).await {
                 Ok(report) => {
                     record(&metrics, &report);
@@ -144,6 +275,7 @@ pub async fn run(
                 .scheduler_last_run
                 .set(engine.vault().now() as f64 / 1000.0);
         }
+        let leader = leading.borrow().is_some();
         match &drift {
             Some((drift, every)) if leader && engine.vault().now() >= next_drift => {
                 if let Err(e) = check_drift(drift, engine, &metrics).await {
@@ -151,7 +283,7 @@ pub async fn run(
                 }
                 next_drift = engine.vault().now() + every.as_millis() as i64;
             }
-            // Another process checks (and exports) while it holds the lease.
+            // Another instance checks (and exports) while it leads.
             _ if !leader => metrics.drift_stopped(),
             _ => {}
         }
@@ -159,7 +291,8 @@ pub async fn run(
             eprintln!("scheduler: cannot update the gauges: {e}");
         }
     }
-    let _ = engine.vault().release_lock(LEASE, &holder);
+    leading.send_replace(None);
+    let _ = engine.vault().release_lease(LEASE, &holder);
     metrics.scheduler_leader.set(0);
     Ok(())
 }
@@ -490,7 +623,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_requested_rotation_runs_even_on_the_scheduler_that_does_not_lead() {
+    async fn a_rotation_requested_of_a_follower_is_run_by_the_leader_only() {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
@@ -532,13 +665,101 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let runs = rotations(&mut s);
                 assert_eq!(runs.len(), 1);
+                assert_eq!(
+                    runs[0].state,
+                    RunState::Requested,
+                    "the follower does not rotate"
+                );
+                // The leader's next tick resumes it.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let runs = rotations(&mut s);
+                assert_eq!(runs.len(), 1);
                 assert_eq!(runs[0].id, "rot_requested01", "the id the API promised");
                 assert_eq!(runs[0].outcome, Some(RunOutcome::Finished));
+                let steps = s.vault.rotation_steps("rot_requested01").unwrap();
+                assert!(steps.len() > 2, "{steps:?}");
                 for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
                     stop.send(true).unwrap();
                     task.await.unwrap();
                 }
             })
             .await;
+    }
+
+    /// A leader that stops renewing (dead on another machine, cut off, paused) is
+    /// replaced within two ticks, judged by the follower's own clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_stops_renewing_is_replaced_within_two_ticks() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let s = setup();
+                let (stop_a, metrics_a, task_a) = start(&s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (stop_b, metrics_b, task_b) = start(&s);
+                // Followers see the lease renewed at every tick: no takeover.
+                tokio::time::sleep(10 * MIN).await;
+                assert_eq!(metrics_a.scheduler_leader.get(), 1);
+                assert_eq!(metrics_b.scheduler_leader.get(), 0);
+                assert_eq!(metrics_a.scheduler_epoch.get(), 1);
+                // A's process vanishes without a word: no release, no more renewals.
+                task_a.abort();
+                let _ = task_a.await;
+                drop(stop_a);
+                let died = tokio::time::Instant::now();
+                while metrics_b.scheduler_leader.get() == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    assert!(
+                        died.elapsed() <= 2 * options().tick,
+                        "no takeover in 2 ticks"
+                    );
+                }
+                assert_eq!(metrics_b.scheduler_epoch.get(), 2, "a new epoch");
+                stop_b.send(true).unwrap();
+                task_b.await.unwrap();
+            })
+            .await;
+    }
+
+    /// Once another instance has taken the lease, the deposed leader's next rotation
+    /// write is refused in its own transaction: nothing of it reaches the vault.
+    #[tokio::test(start_paused = true)]
+    async fn a_deposed_leader_cannot_write_a_rotation_step() {
+        let mut s = setup();
+        let vault = s.vault.another_connection().unwrap();
+        let mut old = engine(vault, &s.policies, &options()).unwrap();
+        let holder = old.holder().to_string();
+        let took = old
+            .vault()
+            .take_lease(LEASE, &holder, 30_000, |_, _| false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(took.epoch, 1);
+        old.vault().fence_with(Some((LEASE, took.epoch)));
+        // Another instance judges it gone and takes over.
+        let mut other = s.vault.another_connection().unwrap();
+        let new = other
+            .take_lease(LEASE, "other-instance", 30_000, |h, _| h == holder)
+            .unwrap()
+            .unwrap();
+        assert_eq!(new.epoch, 2);
+        assert_eq!(new.took_over_from.as_deref(), Some(holder.as_str()));
+        let report = old
+            .run(Request::Names(vec!["JWT_SECRET".into()]))
+            .await
+            .unwrap();
+        assert_eq!(report.outcomes.len(), 1);
+        let error = report.outcomes[0].error.clone().unwrap_or_default();
+        assert!(error.contains("no longer holds"), "{error}");
+        assert!(rotations(&mut s).is_empty(), "no rotation was recorded");
+        // And the old holder cannot renew what it lost.
+        assert!(!old
+            .vault()
+            .renew_lease(LEASE, &holder, took.epoch, 30_000)
+            .unwrap());
+        assert_eq!(
+            other.lease(LEASE).unwrap().map(|(h, _, e)| (h, e)),
+            Some(("other-instance".to_string(), 2))
+        );
     }
 }

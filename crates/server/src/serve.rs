@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub backup: Option<BackupOptions>,
     /// The connection cap and timeouts.
     pub limits: ConnectionLimits,
+    /// This instance's id, in `/readyz`, `/metrics` and the scheduler's log lines.
+    pub instance: String,
 }
 
 /// Serves on `listener` until `shutdown` turns true.
@@ -52,9 +54,10 @@ pub async fn serve(
         trust_forwarded_for,
         backup: backup_options,
         limits,
+        instance,
     } = options;
     let policies = Arc::new(policies);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_instance(&instance));
     let backup_task = match backup_options {
         Some(options) => {
             let mut backup_vault = vault.another_connection()?;

@@ -82,6 +82,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_integrity",
         include_str!("../../../migrations/postgres/0006_integrity.sql"),
     ),
+    (
+        "0007_lease_epoch",
+        include_str!("../../../migrations/postgres/0007_lease_epoch.sql"),
+    ),
 ];
 
 /// The schema version this build writes and understands.

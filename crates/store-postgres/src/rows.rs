@@ -795,6 +795,29 @@ impl StoreTx for PgStore {
         Ok(())
     }
 
+    fn lock_epoch(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let rows = self.worker.rows(
+            "SELECT epoch FROM locks WHERE name = $1",
+            vec![p(name.to_string())],
+        )?;
+        first(rows, |r| get_u64(r, 0))
+    }
+
+    fn set_lock_epoch(&self, name: &str, epoch: u64) -> Result<(), StoreError> {
+        self.worker.exec(
+            "UPDATE locks SET epoch = $2 WHERE name = $1",
+            vec![p(name.to_string()), p(epoch as i64)],
+        )?;
+        Ok(())
+    }
+
+    fn delete_locks_held_by(&self, holder: &str) -> Result<u64, StoreError> {
+        self.worker.exec(
+            "DELETE FROM locks WHERE holder = $1",
+            vec![p(holder.to_string())],
+        )
+    }
+
     fn audit_head(&self) -> Result<Option<Head>, StoreError> {
         let rows = self
             .worker

@@ -169,6 +169,7 @@ fn migrations_apply_from_every_earlier_version_and_concurrently_once() {
         drop(store);
         // Roll the schema back by hand to what version `start` had.
         let undo = [
+            "ALTER TABLE locks DROP COLUMN epoch;",
             "ALTER TABLE secrets DROP COLUMN mac; ALTER TABLE tokens DROP COLUMN mac; ALTER TABLE vault DROP COLUMN census;",
             "DROP TABLE retired_keys;",
             "ALTER TABLE rotations DROP CONSTRAINT rotations_trigger, DROP CONSTRAINT rotations_state, DROP CONSTRAINT rotations_outcome; ALTER TABLE rotation_steps DROP CONSTRAINT rotation_steps_step, DROP CONSTRAINT rotation_steps_status;",

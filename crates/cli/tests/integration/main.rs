@@ -10,6 +10,7 @@ mod crash_matrix;
 mod daily;
 mod drift;
 mod fault_matrix;
+mod instances;
 mod integrity;
 mod interop;
 mod jwks;

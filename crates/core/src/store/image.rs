@@ -185,7 +185,12 @@ pub const TABLES: &[TableSpec] = &[
     },
     TableSpec {
         name: "locks",
-        columns: &[("name", Text), ("holder", Text), ("expires_at", Int)],
+        columns: &[
+            ("name", Text),
+            ("holder", Text),
+            ("expires_at", Int),
+            ("epoch", Int),
+        ],
         order_by: "name",
         generated: &[],
     },

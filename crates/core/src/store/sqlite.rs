@@ -52,6 +52,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_integrity",
         include_str!("../../../../migrations/sqlite/0006_integrity.sql"),
     ),
+    (
+        "0007_lease_epoch",
+        include_str!("../../../../migrations/sqlite/0007_lease_epoch.sql"),
+    ),
 ];
 
 /// `PRAGMA application_id` of a vault: "SCRT" in ASCII. Set by the first migration a
@@ -1446,6 +1450,31 @@ impl StoreTx for SqliteStore {
             params![name, holder],
         )?;
         Ok(())
+    }
+
+    fn lock_epoch(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT epoch FROM locks WHERE name = ?1")?;
+        Ok(stmt
+            .query_row([name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|e| e as u64))
+    }
+
+    fn set_lock_epoch(&self, name: &str, epoch: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE locks SET epoch = ?2 WHERE name = ?1",
+            params![name, epoch as i64],
+        )?;
+        Ok(())
+    }
+
+    fn delete_locks_held_by(&self, holder: &str) -> Result<u64, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM locks WHERE holder = ?1", params![holder])?;
+        Ok(n as u64)
     }
 
     // --- audit -----------------------------------------------------------------------

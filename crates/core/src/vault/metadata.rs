@@ -210,7 +210,8 @@ mod tests {
     fn make_legacy(path: &Path, legacy_check: &[u8]) {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE secrets DROP COLUMN mac;
+            "ALTER TABLE locks DROP COLUMN epoch;
+             ALTER TABLE secrets DROP COLUMN mac;
              ALTER TABLE tokens DROP COLUMN mac;
              ALTER TABLE vault DROP COLUMN census;
              PRAGMA user_version = 5;

@@ -85,13 +85,37 @@ pub(crate) async fn healthz() -> Json<StatusBody> {
     Json(StatusBody { status: "ok" })
 }
 
-/// Readiness: the vault is open and unlocked and its store takes writes.
+/// Readiness, and which instance answers and whether it runs the rotations.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadyBody {
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// This instance's id (`secret serve --instance-id`).
+    #[schema(example = "web-7f9c:41")]
+    instance: String,
+    /// Whether this instance holds the scheduler lease (at most one of several does).
+    leader: bool,
+}
+
+impl ReadyBody {
+    fn of(state: &AppState) -> Json<Self> {
+        let metrics = &state.serve.metrics;
+        Json(ReadyBody {
+            status: "ready",
+            instance: metrics.instance.clone(),
+            leader: metrics.scheduler_leader.get() == 1,
+        })
+    }
+}
+
+/// Readiness: the vault is open and unlocked and its store takes writes. The body
+/// names the instance and says whether it leads the scheduler.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "Ready to serve", body = StatusBody),
+        (status = 200, description = "Ready to serve", body = ReadyBody),
         (status = 503, description = "The vault cannot take writes", body = ErrorBody),
     ))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, ApiError> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<ReadyBody>, ApiError> {
     // A success is reused for a second: this route is public, and each check takes the
     // vault's write lock, so a flood of probes must not take the vault thread's time.
     let fresh = state
@@ -100,13 +124,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<StatusB
         .unwrap_or_else(|e| e.into_inner())
         .is_some_and(|at| at.elapsed() < READY_FOR);
     if fresh {
-        return Ok(Json(StatusBody { status: "ready" }));
+        return Ok(ReadyBody::of(&state));
     }
     match state.serve.vault.run(|v| v.check_writable()).await {
         Ok(Ok(())) => {
             *state.ready_at.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(std::time::Instant::now());
-            Ok(Json(StatusBody { status: "ready" }))
+            Ok(ReadyBody::of(&state))
         }
         Ok(Err(e)) | Err(e) => Err(ApiError::Unavailable {
             message: "the vault is not ready: its store does not take writes",

@@ -305,7 +305,10 @@ async fn health_readiness_and_metrics_need_no_token() {
     let ready = get(&env, "/readyz", None).await;
     assert_eq!(
         (ready.status, ready.json()),
-        (StatusCode::OK, serde_json::json!({"status": "ready"}))
+        (
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "instance": "local", "leader": false})
+        )
     );
     get(&env, "/v1/secrets/OPENAI_API_KEY", Some(&env.admin)).await;
     get(&env, "/v1/secrets", None).await;
