@@ -147,19 +147,24 @@ postgres_bench() {
     for port in $port_a $port_b; do
       for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
     done
+    # wrk's threads keep their own connections: thread 1 to instance A, thread 2 to B.
     cat > "$pw/both.lua" <<LUA
-local threads = 0
+local addrs, n = {}, 0
 function setup(thread)
-  threads = threads + 1
-  if threads % 2 == 0 then thread:set("wrk", {host = "127.0.0.1", port = $port_b}) end
+  if #addrs == 0 then
+    addrs = {wrk.lookup("127.0.0.1", "$port_a")[1], wrk.lookup("127.0.0.1", "$port_b")[1]}
+  end
+  n = n + 1
+  thread.addr = addrs[(n - 1) % 2 + 1]
 end
 LUA
     row() { # LABEL WRK-ARGS...
       local label=$1; shift
       local before after
-      before=$("$bin" audit --action get --json --limit 1 | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
+      # The newest entry is each `audit` call's own: the reads are what lies between.
+      before=$("$bin" audit --json --limit 1 | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
       wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $token" "$@" > "$pw/wrk.out"
-      after=$("$bin" audit --action get --json --limit 1 | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
+      after=$("$bin" audit --json --limit 1 | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
       awk -v n="$label" -v a="$((after - before - 1))" '/Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {e=$4}
         END {printf "| %s | %s | %s | %s | %s | %s |\n", n, r, p50, p99, (e==""?"0":e), a}' "$pw/wrk.out"
     }
