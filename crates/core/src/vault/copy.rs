@@ -28,14 +28,14 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::keys::{epoch_after, for_each_sealed, undecryptable, verify_chain_in};
+use super::keys::{epoch_after, open_every_ciphertext, verify_chain_in};
 use super::metadata::check_everything;
 use super::{append, Vault, VaultError};
 use crate::action::Action;
 use crate::audit::{self, ExpectedHead};
-use crate::crypto::{KeyCheck, ValueSlot};
+use crate::crypto::KeyCheck;
 use crate::private_file::{self, PrivateFileError};
-use crate::store::{image, recognise, Store, StoreError, Tx};
+use crate::store::{image, recognise, Store, StoreError};
 
 /// Where a copy goes.
 pub enum CopyTarget<'a> {
@@ -86,21 +86,6 @@ struct Written {
     head: audit::Head,
     /// The digest of the destination as committed (with its `store.copied` entry).
     final_digest: image::RowCounts,
-}
-
-/// Opens every sealed version with the vault key.
-fn open_every_ciphertext(tx: &Tx<'_>, keys: &super::Keys) -> Result<u64, VaultError> {
-    for_each_sealed(tx, &mut |_, _| {}, |sealed| {
-        let slot = ValueSlot {
-            vault_id: &keys.vault_id,
-            name: &sealed.name,
-            version: sealed.version,
-        };
-        keys.key
-            .open(&slot, &sealed.nonce, &sealed.ciphertext)
-            .map(drop)
-            .map_err(|_| undecryptable(&sealed.name, sealed.version))
-    })
 }
 
 /// What is at `path` already, for the refusal.

@@ -220,6 +220,21 @@ pub(super) fn undecryptable(name: &str, version: u64) -> VaultError {
     ))
 }
 
+/// Opens every sealed version with the vault key; returns how many.
+pub(super) fn open_every_ciphertext(tx: &Tx<'_>, keys: &super::Keys) -> Result<u64, VaultError> {
+    for_each_sealed(tx, &mut |_, _| {}, |sealed| {
+        let slot = ValueSlot {
+            vault_id: &keys.vault_id,
+            name: &sealed.name,
+            version: sealed.version,
+        };
+        keys.key
+            .open(&slot, &sealed.nonce, &sealed.ciphertext)
+            .map(drop)
+            .map_err(|_| undecryptable(&sealed.name, sealed.version))
+    })
+}
+
 /// A pasted identity (secret key) must not be echoed or recorded anywhere.
 fn canonical_recipient(text: &str) -> Result<String, VaultError> {
     if text
@@ -613,17 +628,7 @@ impl Vault {
                 seq: 1,
                 reason: "the sealed head record is missing".into(),
             })?;
-            let versions = for_each_sealed(tx, &mut |_, _| {}, |sealed| {
-                let slot = ValueSlot {
-                    vault_id: &keys.vault_id,
-                    name: &sealed.name,
-                    version: sealed.version,
-                };
-                keys.key
-                    .open(&slot, &sealed.nonce, &sealed.ciphertext)
-                    .map(drop)
-                    .map_err(|_| undecryptable(&sealed.name, sealed.version))
-            })?;
+            let versions = open_every_ciphertext(tx, keys)?;
             Ok(Proof {
                 vault_id: keys.vault_id.clone(),
                 head_seq: head.seq,
