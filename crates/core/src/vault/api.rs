@@ -104,10 +104,6 @@ pub enum Op {
     Audit {
         filter: AuditFilter,
     },
-    /// Public keys of a `jwt-ed25519` secret. No token needed.
-    Jwks {
-        name: String,
-    },
     /// A request the HTTP layer refused before it reached the vault (malformed JSON,
     /// a body over the limit, an unknown route): recorded, so that every request is.
     Refused {
@@ -144,7 +140,6 @@ pub enum Reply {
     },
     Rotations(Vec<(RotationRow, Vec<StepRow>)>),
     Audit(Vec<Entry>),
-    Jwks(serde_json::Value),
     Recorded,
 }
 
@@ -258,7 +253,6 @@ fn action_of(op: &Op) -> (Action, Option<&str>) {
         Op::Rotate { name, .. } => (Action::Rotate(Step::Request), Some(name)),
         Op::Rotations { secret, .. } => (Action::RotationsRead, secret.as_deref()),
         Op::Audit { .. } => (Action::AuditRead, None),
-        Op::Jwks { name } => (Action::JwksRead, Some(name)),
         Op::Refused { .. } | Op::Tally { .. } => (Action::ApiRefused, None),
     }
 }
@@ -284,48 +278,6 @@ fn handle(
         SecretName::new(raw).map_err(VaultError::from)?;
     }
     match &call.op {
-        Op::Jwks { name } => {
-            let name = SecretName::new(name).map_err(VaultError::from)?;
-            // One answer for "no such secret", "deleted" and "not an Ed25519 secret":
-            // this route needs no token, so it must not tell which names exist.
-            let none = || VaultError::NotFound(format!("no JWKS for {name}"));
-            let row = super::live_secret(tx, keys, &name).map_err(|e| match e {
-                VaultError::NotFound(_) => none(),
-                other => other,
-            })?;
-            // The previous key stays published only while its rotation is in grace:
-            // removing it from the JWKS is what retires it.
-            let in_grace = tx.open_rotations()?.iter().any(|r| {
-                r.secret == name.as_str()
-                    && r.state == RunState::Grace
-                    && r.old_version == row.previous_version
-            });
-            let previous = row.previous_version.filter(|_| in_grace);
-            let mut keys_out = Vec::new();
-            for v in [row.current_version, previous, row.pending_version]
-                .into_iter()
-                .flatten()
-            {
-                let Some(number) = VersionNumber::new(v) else {
-                    continue;
-                };
-                if let Some(version) = tx.version(name.as_str(), number)? {
-                    let meta: serde_json::Value =
-                        serde_json::from_str(&version.meta).unwrap_or_default();
-                    if let Some(jwk) = meta.get("jwk") {
-                        keys_out.push(jwk.clone());
-                    }
-                }
-            }
-            if keys_out.is_empty() {
-                return Err(none().into());
-            }
-            Ok(Done::new(
-                Reply::Jwks(json!({ "keys": keys_out })),
-                row.current_version,
-                json!({}),
-            ))
-        }
         Op::Refused { route, status, .. } => Ok(Done::new(
             Reply::Recorded,
             None,
@@ -704,7 +656,7 @@ impl Vault {
                 let (action, secret) = action_of(&call.op);
                 let needs_token = !matches!(
                     call.op,
-                    Op::Jwks { .. } | Op::Refused { .. } | Op::Tally { .. }
+                    Op::Refused { .. } | Op::Tally { .. }
                 );
                 let caller = if needs_token {
                     authenticate(tx, keys, call.token.as_ref(), at).map(Some)

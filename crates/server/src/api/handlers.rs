@@ -63,7 +63,6 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::RotateAccepted { .. } => "RotateAccepted",
         Reply::Rotations(_) => "Rotations",
         Reply::Audit(_) => "Audit",
-        Reply::Jwks(_) => "Jwks",
         Reply::Recorded => "Recorded",
     }
 }
