@@ -137,25 +137,6 @@ fn kill_points(secret: &str, scenario: Scenario) -> Vec<KillPoint> {
     points
 }
 
-/// The pending value at the kill, if the run had minted one.
-fn pending_value(w: &World, secret: &str) -> Option<String> {
-    let history: serde_json::Value =
-        serde_json::from_str(&w.env.run(&["history", secret, "--json"]).ok().stdout).unwrap();
-    history["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| {
-            v["labels"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|x| x == "pending"))
-        })
-        .map(|v| {
-            let n = v["version"].as_u64().unwrap().to_string();
-            w.env.run(&["get", secret, "--version", &n]).ok().stdout
-        })
-}
-
 /// The run's last recorded step, as "step status".
 fn boundary(w: &World, secret: &str) -> String {
     let run = w
@@ -203,7 +184,7 @@ fn run_cell(secret: &str, scenario: Scenario, point: &KillPoint) -> String {
     w.railway
         .set_next_deploy_outcome(SERVICE, DeployOutcome::Success);
     let at = boundary(&w, secret);
-    let pending = pending_value(&w, secret);
+    let pending = w.pending_value(secret);
     let resets_at_kill = w.ld.reset_count("planning-engine", "production");
 
     for _ in 0..3 {

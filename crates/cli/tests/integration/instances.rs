@@ -152,25 +152,6 @@ fn steps_after(env: &TestEnv, seq: u64) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// The value labelled pending, if any.
-fn pending(w: &World, secret: &str) -> Option<String> {
-    let history: serde_json::Value =
-        serde_json::from_str(&w.env.run(&["history", secret, "--json"]).ok().stdout).unwrap();
-    history["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| {
-            v["labels"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|x| x == "pending"))
-        })
-        .map(|v| {
-            let n = v["version"].as_u64().unwrap().to_string();
-            w.env.run(&["get", secret, "--version", &n]).ok().stdout
-        })
-}
-
 fn run_of(w: &World, secret: &str) -> serde_json::Value {
     w.rotations()
         .into_iter()
@@ -231,7 +212,9 @@ fn a_leader_killed_mid_rotation_is_replaced_within_two_ticks_and_its_rotation_re
                 "the leader's push",
             );
             let minted_at_kill = w.openai.journal_count("create_service_account") - minted_before;
-            let pending_openai = pending(&w, "OPENAI_API_KEY").expect("minted before the kill");
+            let pending_openai = w
+                .pending_value("OPENAI_API_KEY")
+                .expect("minted before the kill");
             let seq_at_kill = last_seq(&w.env);
             a.signal(libc::SIGKILL);
             let killed = Instant::now();
@@ -313,7 +296,9 @@ fn a_paused_leader_is_fenced_off_and_its_late_write_refused() {
                 1,
                 "the leader's push",
             );
-            let pending_openai = pending(&w, "OPENAI_API_KEY").expect("minted before the pause");
+            let pending_openai = w
+                .pending_value("OPENAI_API_KEY")
+                .expect("minted before the pause");
             a.signal(libc::SIGSTOP);
             let seq_at_pause = last_seq(&w.env);
             let took = wait_until("b to take over", 10 * TICK, || b.leads());

@@ -55,18 +55,8 @@ fn world(grace: &str) -> World {
 }
 
 fn version_of(w: &World, label: &str) -> String {
-    let history: serde_json::Value =
-        serde_json::from_str(&w.env.run(&["history", KEY, "--json"]).ok().stdout).unwrap();
-    history["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| {
-            v["labels"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|x| x == label))
-        })
-        .unwrap_or_else(|| panic!("no {label} version: {history}"))["version"]
+    w.version_labelled(KEY, label)
+        .unwrap_or_else(|| panic!("{KEY} has no {label} version"))
         .to_string()
 }
 

@@ -38,6 +38,33 @@ fn loopback() -> SocketAddr {
 }
 
 impl World {
+    /// The version of `secret` that carries `label`, from `history --json`.
+    pub fn version_labelled(&self, secret: &str, label: &str) -> Option<u64> {
+        let history: serde_json::Value =
+            serde_json::from_str(&self.env.run(&["history", secret, "--json"]).ok().stdout)
+                .unwrap();
+        history["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| {
+                v["labels"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|x| x == label))
+            })
+            .map(|v| v["version"].as_u64().unwrap())
+    }
+
+    /// The value labelled pending, if the run has minted one.
+    pub fn pending_value(&self, secret: &str) -> Option<String> {
+        self.version_labelled(secret, "pending").map(|n| {
+            self.env
+                .run(&["get", secret, "--version", &n.to_string()])
+                .ok()
+                .stdout
+        })
+    }
+
     /// Stand-ins, a vault holding the credentials and a current value for each of the
     /// three secrets (as a team would import them), and policies pointing at the stand-ins.
     pub fn new(grace: &str) -> Self {

@@ -654,10 +654,7 @@ impl Vault {
             for call in calls {
                 let at = clock.now_ms();
                 let (action, secret) = action_of(&call.op);
-                let needs_token = !matches!(
-                    call.op,
-                    Op::Refused { .. } | Op::Tally { .. }
-                );
+                let needs_token = !matches!(call.op, Op::Refused { .. } | Op::Tally { .. });
                 let caller = if needs_token {
                     authenticate(tx, keys, call.token.as_ref(), at).map(Some)
                 } else {
