@@ -272,11 +272,7 @@ fn crash_matrix(secret: &str) {
                             .insert(format!("{scenario:?}: {at}"));
                     }
                     Err(e) => {
-                        let why = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let why = crate::util::panic_message(&*e);
                         failures
                             .lock()
                             .unwrap()

@@ -307,11 +307,7 @@ pub fn run_all(
                 match std::panic::catch_unwind(AssertUnwindSafe(|| run_cell(secret, injection))) {
                     Ok(ending) => *endings.lock().unwrap().entry(ending).or_default() += 1,
                     Err(e) => {
-                        let why = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let why = crate::util::panic_message(&*e);
                         failures
                             .lock()
                             .unwrap()

@@ -394,3 +394,12 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// What a caught panic said (its `String` or `&str` payload), for a matrix's report.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
